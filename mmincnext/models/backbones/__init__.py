@@ -1,0 +1,3 @@
+from .inception_next import InceptionNeXt
+
+__all__ = ['InceptionNeXt']

@@ -1,0 +1,614 @@
+"""InceptionNeXt backbone for dense prediction (detection, segmentation).
+
+`InceptionNeXt: When Inception Meets ConvNeXt <https://arxiv.org/abs/2303.16900>`_
+(CVPR 2024). Official code and weights: https://github.com/sail-sg/inceptionnext.
+
+The modules and parameter names follow the official implementation (and timm's
+``inception_next.py``), so the released ImageNet checkpoints load without any
+key conversion. Read top to bottom in data-flow order: token mixer, MLP,
+block, stage, network.
+"""
+import re
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmincnext.registry import MODELS, register_everywhere
+
+
+class InceptionDWConv2d(nn.Module):
+    """Inception depthwise convolution (the token mixer).
+
+    The channels are split **identity first** into ``(C - 3*gc, gc, gc, gc)``:
+    the first group passes unchanged, the others go through a square depthwise
+    conv, a horizontal band (1 x k) and a vertical band (k x 1) depthwise conv.
+    This is the order of the official code and weights (the paper's Algorithm 1
+    lists the identity last).
+
+    Args:
+        in_channels (int): Number of channels C.
+        square_kernel_size (int): Kernel of the square branch. Defaults to 3.
+        band_kernel_size (int): Length k of the band kernels. Defaults to 11.
+        branch_ratio (float): Share of channels per conv branch,
+            ``gc = int(C * branch_ratio)``. Defaults to 0.125.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 square_kernel_size: int = 3,
+                 band_kernel_size: int = 11,
+                 branch_ratio: float = 0.125):
+        super().__init__()
+        gc = int(in_channels * branch_ratio)
+        if gc < 1 or in_channels - 3 * gc < 0:
+            raise ValueError(
+                f'branch_ratio={branch_ratio} gives {gc} channels per conv '
+                f'branch for {in_channels} channels; need 1 <= gc <= C/3')
+        self.dwconv_hw = nn.Conv2d(
+            gc, gc, square_kernel_size, padding=square_kernel_size // 2,
+            groups=gc)
+        self.dwconv_w = nn.Conv2d(
+            gc, gc, kernel_size=(1, band_kernel_size),
+            padding=(0, band_kernel_size // 2), groups=gc)
+        self.dwconv_h = nn.Conv2d(
+            gc, gc, kernel_size=(band_kernel_size, 1),
+            padding=(band_kernel_size // 2, 0), groups=gc)
+        self.split_indexes = (in_channels - 3 * gc, gc, gc, gc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_id, x_hw, x_w, x_h = torch.split(x, self.split_indexes, dim=1)
+        return torch.cat(
+            (x_id, self.dwconv_hw(x_hw), self.dwconv_w(x_w),
+             self.dwconv_h(x_h)),
+            dim=1)
+
+
+class ConvMlp(nn.Module):
+    """1x1 conv -> GELU -> 1x1 conv (official names ``fc1``, ``fc2``)."""
+
+    def __init__(self, in_channels: int, hidden_channels: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(in_channels, hidden_channels, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_channels, in_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class MetaNeXtBlock(nn.Module):
+    """``x + drop_path(gamma * mlp(norm(token_mixer(x))))``.
+
+    Args:
+        dim (int): Number of channels.
+        mixer_cfg (dict): Keyword arguments of :class:`InceptionDWConv2d`.
+        norm_cfg (dict): Config of the norm after the token mixer.
+        mlp_ratio (float): Hidden width of the MLP relative to ``dim``.
+        layer_scale_init_value (float): Init of the per-channel scale
+            ``gamma``; 0 disables it.
+        drop_path_rate (float): Stochastic depth rate of this block.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 mixer_cfg: dict,
+                 norm_cfg: dict = dict(type='BN'),
+                 mlp_ratio: float = 4.,
+                 layer_scale_init_value: float = 1e-6,
+                 drop_path_rate: float = 0.):
+        super().__init__()
+        self.token_mixer = InceptionDWConv2d(dim, **mixer_cfg)
+        self.norm = build_norm_layer(norm_cfg, dim)[1]
+        self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
+        if layer_scale_init_value > 0:
+            self.gamma = nn.Parameter(
+                layer_scale_init_value * torch.ones(dim))
+        else:
+            self.gamma = None
+        self.drop_path = DropPath(
+            drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.mlp(self.norm(self.token_mixer(x)))
+        if self.gamma is not None:
+            x = x * self.gamma.view(1, -1, 1, 1)
+        return shortcut + self.drop_path(x)
+
+
+class MetaNeXtStage(nn.Module):
+    """An optional downsample (norm, then 2x2 stride-2 conv) and the blocks.
+
+    Args:
+        in_channels (int): Channels entering the stage.
+        out_channels (int): Channels of the blocks.
+        depth (int): Number of blocks.
+        downsample (bool): Whether the stage starts with a downsample.
+        drop_path_rates (Sequence[float]): One rate per block.
+        with_cp (bool): Gradient checkpointing per block.
+        **block_kwargs: Passed to :class:`MetaNeXtBlock`.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 depth: int,
+                 downsample: bool,
+                 drop_path_rates: Sequence[float],
+                 norm_cfg: dict = dict(type='BN'),
+                 with_cp: bool = False,
+                 **block_kwargs):
+        super().__init__()
+        if downsample:
+            self.downsample = nn.Sequential(
+                build_norm_layer(norm_cfg, in_channels)[1],
+                nn.Conv2d(in_channels, out_channels, 2, stride=2))
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(*[
+            MetaNeXtBlock(out_channels, norm_cfg=norm_cfg,
+                          drop_path_rate=drop_path_rates[i], **block_kwargs)
+            for i in range(depth)
+        ])
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.with_cp and x.requires_grad:
+            for block in self.blocks:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+@register_everywhere(MODELS)
+class InceptionNeXt(BaseModule):
+    """InceptionNeXt backbone with multi-scale outputs.
+
+    A PyTorch implementation of `InceptionNeXt: When Inception Meets ConvNeXt
+    <https://arxiv.org/abs/2303.16900>`_, with the official parameter names:
+    ``stem``, ``stages.N.downsample``, ``stages.N.blocks.M.{token_mixer, norm,
+    mlp, gamma}``. The classification head is not built.
+
+    Args:
+        arch (str | dict): One of :attr:`arch_settings` (``'atto'``,
+            ``'tiny'``, ``'small'``, ``'base'``, short forms ``'a'``, ``'t'``,
+            ``'s'``, ``'b'``) or a dict with the keys ``depths``, ``dims``
+            (4 ints each) and optionally ``band_kernel_size`` (11),
+            ``branch_ratio`` (0.125), ``square_kernel_size`` (3) and
+            ``mlp_ratios`` (``(4, 4, 4, 3)``). Defaults to ``'tiny'``.
+        in_channels (int): Input image channels. Defaults to 3.
+        out_indices (int | Sequence[int]): Stages whose outputs are returned
+            (strides 4, 8, 16, 32); negative indices count from the end. Stages
+            after the last one requested are not built. Defaults to
+            ``(0, 1, 2, 3)``.
+        norm_cfg (dict): Norm used inside the network (stem, downsamples,
+            blocks). Use ``dict(type='SyncBN')`` for multi-GPU segmentation.
+            Defaults to ``dict(type='BN')``.
+        out_norm_cfg (dict, optional): Extra norm on each returned output
+            (``norm{i}``), the authors' dense-prediction recipe. ``None``
+            returns the raw stage outputs, exactly as the official network
+            computes them. Defaults to None.
+        drop_path_rate (float): Stochastic depth, rising linearly from 0 over
+            all blocks. Defaults to 0.
+        layer_scale_init_value (float): Init of the blocks' ``gamma``.
+            Defaults to 1e-6.
+        frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` the
+            stem and stages ``0..k-1`` (with their output norms): no gradients
+            and kept in eval mode. Defaults to -1.
+        norm_eval (bool): Keep every BatchNorm in eval mode while training
+            (frozen statistics). Defaults to False.
+        with_cp (bool): Gradient checkpointing of each block (less memory,
+            slower). Defaults to False.
+        init_cfg (dict | list[dict], optional): Initialization.
+            ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
+            official/timm ImageNet checkpoint (plain, ``state_dict``/``model``
+            wrapped, ``module.``/``backbone.`` prefixed; the head is dropped)
+            and fails on a checkpoint of another architecture or size.
+            Defaults to None (truncated-normal init as the official code).
+
+    Example:
+        >>> import torch
+        >>> from mmincnext.models import InceptionNeXt
+        >>> model = InceptionNeXt('atto', out_indices=(1, 2, 3)).eval()
+        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 97, 131))]
+        [(1, 80, 12, 16), (1, 160, 6, 8), (1, 320, 3, 4)]
+    """
+
+    arch_settings: Dict[str, dict] = {
+        'atto': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320),
+                     band_kernel_size=9, branch_ratio=0.25),
+        'tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+        'small': dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+        'base': dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+    }
+    arch_aliases = {'a': 'atto', 't': 'tiny', 's': 'small', 'b': 'base',
+                    'base_384': 'base'}
+    arch_defaults = dict(band_kernel_size=11, branch_ratio=0.125,
+                         square_kernel_size=3, mlp_ratios=(4, 4, 4, 3))
+    num_stages = 4
+    stem_stride = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 norm_cfg: dict = dict(type='BN'),
+                 out_norm_cfg: Optional[dict] = None,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, list]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self.parse_arch(arch)
+        depths, dims = self.arch['depths'], self.arch['dims']
+        self.out_indices = self.parse_out_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(
+                f'frozen_stages must be in [-1, {self.num_stages}], '
+                f'got {frozen_stages}')
+        if frozen_stages > self.out_indices[-1] + 1:
+            raise ValueError(
+                f'frozen_stages={frozen_stages} freezes stages that are not '
+                f'built (out_indices={self.out_indices})')
+        self.in_channels = in_channels
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.deploy = False
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, dims[0], self.stem_stride,
+                      stride=self.stem_stride),
+            build_norm_layer(norm_cfg, dims[0])[1])
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        mixer_cfg = dict(
+            square_kernel_size=self.arch['square_kernel_size'],
+            band_kernel_size=self.arch['band_kernel_size'],
+            branch_ratio=self.arch['branch_ratio'])
+        self.num_built_stages = self.out_indices[-1] + 1
+        self.stages = nn.Sequential()
+        for i in range(self.num_built_stages):
+            first = sum(depths[:i])
+            self.stages.append(
+                MetaNeXtStage(
+                    in_channels=dims[max(i - 1, 0)],
+                    out_channels=dims[i],
+                    depth=depths[i],
+                    downsample=i > 0,
+                    drop_path_rates=dpr[first:first + depths[i]],
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp,
+                    mixer_cfg=mixer_cfg,
+                    mlp_ratio=self.arch['mlp_ratios'][i],
+                    layer_scale_init_value=layer_scale_init_value))
+
+        self.out_norm_cfg = out_norm_cfg
+        if out_norm_cfg is not None:
+            for i in self.out_indices:
+                self.add_module(f'norm{i}',
+                                build_norm_layer(out_norm_cfg, dims[i])[1])
+        self.out_channels = [dims[i] for i in self.out_indices]
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------
+    # arguments
+    @classmethod
+    def parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """Resolve ``arch`` into a complete, validated settings dict."""
+        if isinstance(arch, str):
+            name = cls.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in cls.arch_settings:
+                raise ValueError(
+                    f'unknown InceptionNeXt arch {arch!r}; choose one of '
+                    f'{sorted(cls.arch_settings)} (or '
+                    f'{sorted(cls.arch_aliases)}) or pass a dict')
+            arch = cls.arch_settings[name]
+        elif not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or dict, got {type(arch)}')
+        missing = {'depths', 'dims'} - set(arch)
+        if missing:
+            raise ValueError(
+                f'arch dict misses key(s) {sorted(missing)}; it needs '
+                "'depths' and 'dims' (4 ints each)")
+        unknown = set(arch) - {'depths', 'dims'} - set(cls.arch_defaults)
+        if unknown:
+            raise ValueError(
+                f'arch dict has unknown key(s) {sorted(unknown)}; allowed: '
+                f"{['depths', 'dims'] + sorted(cls.arch_defaults)}")
+        settings = {**cls.arch_defaults, **arch}
+        for key in ('depths', 'dims', 'mlp_ratios'):
+            value = settings[key]
+            if len(value) != cls.num_stages or any(v <= 0 for v in value):
+                raise ValueError(
+                    f'arch[{key!r}] must hold {cls.num_stages} positive '
+                    f'numbers, got {value}')
+            settings[key] = tuple(value)
+        for key in ('depths', 'dims'):
+            if any(int(v) != v for v in settings[key]):
+                raise ValueError(f'arch[{key!r}] must be ints, got '
+                                 f'{settings[key]}')
+        for key in ('band_kernel_size', 'square_kernel_size'):
+            k = settings[key]
+            if not isinstance(k, int) or k < 1 or k % 2 == 0:
+                raise ValueError(
+                    f'arch[{key!r}] must be a positive odd int, got {k}')
+        ratio = settings['branch_ratio']
+        if not 0 < ratio <= 1 / 3:
+            raise ValueError(
+                f"arch['branch_ratio'] must be in (0, 1/3], got {ratio}")
+        small = [d for d in settings['dims'] if int(d * ratio) < 1]
+        if small:
+            raise ValueError(
+                f"arch['branch_ratio']={ratio} leaves no channel for the conv "
+                f'branches of dims {small}')
+        return settings
+
+    @classmethod
+    def parse_out_indices(cls, out_indices) -> tuple:
+        """Normalise ``out_indices`` to sorted, non-negative, unique ints."""
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
+            raise ValueError(
+                'out_indices must be an int or a non-empty sequence of ints, '
+                f'got {out_indices!r}')
+        parsed = []
+        for index in out_indices:
+            if not isinstance(index, int) or not \
+                    -cls.num_stages <= index < cls.num_stages:
+                raise ValueError(
+                    f'out_indices entry {index!r} is out of range for '
+                    f'{cls.num_stages} stages (valid: '
+                    f'{-cls.num_stages}..{cls.num_stages - 1})')
+            parsed.append(index % cls.num_stages)
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(
+                f'out_indices {tuple(out_indices)} name a stage twice')
+        return tuple(sorted(parsed))
+
+    # ------------------------------------------------------------------
+    # forward
+    def forward(self, x: torch.Tensor) -> tuple:
+        """Return the requested stage outputs as a tuple of NCHW tensors."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'InceptionNeXt expects NCHW input with {self.in_channels} '
+                f'channels, got shape {tuple(x.shape)}')
+        min_size = self.stem_stride * 2**(self.num_built_stages - 1)
+        if x.shape[2] < min_size or x.shape[3] < min_size:
+            raise ValueError(
+                f'input {tuple(x.shape[2:])} is smaller than the network '
+                f'stride {min_size} at stage {self.num_built_stages - 1}; '
+                f'pad or resize images to at least {min_size}x{min_size}')
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                if self.out_norm_cfg is not None:
+                    outs.append(getattr(self, f'norm{i}')(x))
+                else:
+                    outs.append(x)
+        return tuple(outs)
+
+    # ------------------------------------------------------------------
+    # training modes
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        modules = [self.stem]
+        for i in range(self.frozen_stages):
+            modules.append(self.stages[i])
+            if self.out_norm_cfg is not None and i in self.out_indices:
+                modules.append(getattr(self, f'norm{i}'))
+        for module in modules:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------
+    # initialization and checkpoints
+    def init_weights(self):
+        """Truncated-normal init, or load an official checkpoint.
+
+        With ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``
+        the file is read with ``weights_only=True`` and matched against this
+        network's official key layout; see :meth:`load_official_state_dict`.
+        """
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            checkpoint = CheckpointLoader.load_checkpoint(
+                init_cfg['checkpoint'], map_location='cpu')
+            print_log(f'load InceptionNeXt weights from '
+                      f'{init_cfg["checkpoint"]}', logger='current')
+            self.load_official_state_dict(checkpoint,
+                                          prefix=init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        if init_cfg is None:
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    trunc_normal_(m.weight, std=.02)
+                    if m.bias is not None:
+                        nn.init.constant_(m.bias, 0)
+            self._is_init = True
+            return
+        super().init_weights()
+
+    @staticmethod
+    def extract_state_dict(checkpoint: dict,
+                           prefix: Optional[str] = None) -> dict:
+        """Unwrap a checkpoint into a backbone state dict in official layout.
+
+        Accepts a plain state dict, ``{'state_dict': ...}`` / ``{'model':
+        ...}`` wrappers and ``module.`` / ``backbone.`` prefixes (or the given
+        ``prefix``).
+        """
+        if not isinstance(checkpoint, dict):
+            raise ValueError(
+                f'checkpoint holds a {type(checkpoint).__name__}, not a '
+                'state dict')
+        for key in ('state_dict', 'model', 'module'):
+            if key in checkpoint and isinstance(checkpoint[key], dict):
+                checkpoint = checkpoint[key]
+                break
+        state_dict = {k: v for k, v in checkpoint.items()
+                      if isinstance(v, torch.Tensor)}
+        state_dict = {(k[7:] if k.startswith('module.') else k): v
+                      for k, v in state_dict.items()}
+        if prefix is None and any(k.startswith('backbone.')
+                                  for k in state_dict):
+            prefix = 'backbone.'
+        if prefix:
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()
+                          if k.startswith(prefix)}
+        return state_dict
+
+    def load_official_state_dict(self, checkpoint: dict,
+                                 prefix: Optional[str] = None):
+        """Load an official/timm InceptionNeXt checkpoint (or a wrapped one).
+
+        The classifier head and the stages this model does not build are
+        skipped; the output norms ``norm{i}`` (not part of classification
+        checkpoints) keep their init. Everything else must match: a missing,
+        extra or differently shaped network weight raises ``ValueError``
+        naming the keys, so a checkpoint of another architecture or size
+        never loads partially. Skipped and missing keys are logged.
+        """
+        state_dict = self.extract_state_dict(checkpoint, prefix)
+        own = self.state_dict()
+        skipped = sorted(k for k in state_dict if k.startswith('head.') or (
+            re.match(r'stages\.(\d+)\.', k) and
+            int(k.split('.')[1]) >= self.num_built_stages))
+        for k in skipped:
+            state_dict.pop(k)
+        expected = {k for k in own if not re.match(r'norm\d\.', k)}
+        if not expected & set(state_dict):
+            raise ValueError(
+                'the checkpoint is not an InceptionNeXt checkpoint: none of '
+                f'its {len(state_dict)} keys (e.g. '
+                f'{sorted(state_dict)[:3]}) is an InceptionNeXt weight '
+                '(expected stem.*, stages.N.blocks.M.*)')
+        missing = sorted(expected - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        mismatched = sorted(
+            f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+            f'{tuple(own[k].shape)}' for k in set(state_dict) & set(own)
+            if state_dict[k].shape != own[k].shape)
+        if missing or unexpected or mismatched:
+            guess = self.guess_arch(state_dict)
+            raise ValueError(
+                'checkpoint does not fit InceptionNeXt(arch='
+                f"{self.arch['depths']}/{self.arch['dims']})"
+                + (f'; it looks like {guess!r}' if guess else '') + ':'
+                + (f'\n  missing ({len(missing)}): {missing[:5]}'
+                   if missing else '')
+                + (f'\n  unexpected ({len(unexpected)}): {unexpected[:5]}'
+                   if unexpected else '')
+                + (f'\n  shape mismatch ({len(mismatched)}): '
+                   f'{mismatched[:5]}' if mismatched else ''))
+        self.load_state_dict(state_dict, strict=False)
+        not_loaded = sorted(set(own) - set(state_dict))
+        print_log(
+            f'loaded {len(state_dict)} InceptionNeXt tensors; skipped '
+            f'({len(skipped)}): {skipped}; not in checkpoint, kept init '
+            f'({len(not_loaded)}): {not_loaded}', logger='current')
+
+    @classmethod
+    def guess_arch(cls, state_dict: dict) -> Optional[str]:
+        """Name the standard variant a state dict belongs to, if any."""
+        if 'stem.0.weight' not in state_dict:
+            return None
+        dim0 = state_dict['stem.0.weight'].shape[0]
+        depth2 = len({k.split('.')[3] for k in state_dict
+                      if k.startswith('stages.2.blocks.')})
+        for name, arch in cls.arch_settings.items():
+            if arch['dims'][0] == dim0 and arch['depths'][2] == depth2:
+                return name
+        return None
+
+    # ------------------------------------------------------------------
+    # deploy
+    def switch_to_deploy(self):
+        """Fold every BatchNorm into its neighbouring convolution (and each
+        layer scale into ``fc2``) for inference. One-way; outputs stay equal
+        to eval-mode outputs within float rounding. Training after this is
+        not supported (the norms are gone)."""
+        if self.deploy:
+            return
+        _fold_bn_into_prev_conv(self.stem, conv_idx=0, bn_idx=1)
+        for stage in self.stages:
+            if isinstance(stage.downsample, nn.Sequential):
+                _fold_bn_into_next_conv(stage.downsample, bn_idx=0, conv_idx=1)
+            for block in stage.blocks:
+                block.mlp.fc1 = _fold_bn_before(block.norm, block.mlp.fc1)
+                block.norm = nn.Identity()
+                if block.gamma is not None:
+                    fc2 = block.mlp.fc2
+                    g = block.gamma.detach()
+                    fc2.weight.data.mul_(g.view(-1, 1, 1, 1))
+                    fc2.bias.data.mul_(g)
+                    block.gamma = None
+        self.deploy = True
+
+
+def _bn_scale_shift(bn: _BatchNorm):
+    """Per-channel (scale, shift) of a BN in eval mode."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) \
+        if bn.affine else 1. / torch.sqrt(bn.running_var + bn.eps)
+    shift = (bn.bias.detach() if bn.affine else 0.) - bn.running_mean * scale
+    return scale, shift
+
+
+def _fold_bn_before(bn: _BatchNorm, conv: nn.Conv2d) -> nn.Conv2d:
+    """A conv equal to ``conv(bn(x))``; ``conv`` must not pad."""
+    if not isinstance(bn, _BatchNorm):
+        raise TypeError(f'can only fold BatchNorm, got {type(bn).__name__}')
+    if conv.groups != 1 or any(p != 0 for p in conv.padding):
+        raise ValueError('can only fold BN into an unpadded dense conv')
+    scale, shift = _bn_scale_shift(bn)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                      stride=conv.stride, bias=True).to(conv.weight)
+    w = conv.weight.detach()
+    fused.weight.data.copy_(w * scale.view(1, -1, 1, 1))
+    bias = conv.bias.detach() if conv.bias is not None else 0.
+    fused.bias.data.copy_(bias + (w * shift.view(1, -1, 1, 1)).sum((1, 2, 3)))
+    return fused
+
+
+def _fold_bn_into_next_conv(seq: nn.Sequential, bn_idx: int, conv_idx: int):
+    seq[conv_idx] = _fold_bn_before(seq[bn_idx], seq[conv_idx])
+    seq[bn_idx] = nn.Identity()
+
+
+def _fold_bn_into_prev_conv(seq: nn.Sequential, conv_idx: int, bn_idx: int):
+    conv, bn = seq[conv_idx], seq[bn_idx]
+    if not isinstance(bn, _BatchNorm):
+        raise TypeError(f'can only fold BatchNorm, got {type(bn).__name__}')
+    scale, shift = _bn_scale_shift(bn)
+    conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
+    bias = conv.bias.data if conv.bias is not None else 0.
+    conv.bias = nn.Parameter(bias * scale + shift)
+    seq[bn_idx] = nn.Identity()
