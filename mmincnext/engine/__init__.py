@@ -1,0 +1,1 @@
+"""Training utilities (optimizer constructors). Filled by the detection work."""

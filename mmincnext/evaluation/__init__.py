@@ -1,0 +1,2 @@
+"""Evaluation utilities (metrics); mmdet-dependent parts are imported only
+when mmdet is installed."""
