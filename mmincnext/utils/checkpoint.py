@@ -12,7 +12,6 @@ tools all load safely, on every torch version.
 """
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import torch
@@ -47,6 +46,26 @@ def _register_safe_globals():
         add(mmengine_safe_globals())
 
 
+def _history_buffer_state(self) -> dict:
+    """``HistoryBuffer.__getstate__`` without ``statistics_methods``.
+
+    MMEngine pickles the buffer's statistics *functions* (as
+    ``getattr(HistoryBuffer, 'mean')``) into every training checkpoint, and
+    allowing ``getattr`` would let a crafted file reach any attribute, i.e.
+    run code. The functions are code, not state: ``__setstate__`` already
+    restores the defaults when they are absent, and custom ones are
+    registered by the code that defines them.
+    """
+    state = dict(self.__dict__)
+    state.pop('statistics_methods', None)
+    return state
+
+
+def _store_history_buffers_as_data():
+    from mmengine.logging.history_buffer import HistoryBuffer
+    HistoryBuffer.__getstate__ = _history_buffer_state
+
+
 def safe_torch_load(filename, map_location='cpu'):
     """``torch.load`` with ``weights_only=True`` and clear errors.
 
@@ -67,20 +86,29 @@ def safe_torch_load(filename, map_location='cpu'):
         return torch.load(filename, map_location=map_location,
                           weights_only=True)
     except pickle.UnpicklingError as e:
-        if 'Weights only load failed' in str(e) or 'Unsupported' in str(e):
+        message = str(e)
+        if 'Weights only load failed' in message or \
+                'Unsupported' in message:
+            culprit = message[message.find('Unsupported'):].splitlines()[0] \
+                if 'Unsupported' in message else message.splitlines()[0]
+            hint = ''
+            if 'getattr' in culprit:
+                hint = (' (MMEngine checkpoints written without mmincnext '
+                        'imported store HistoryBuffer functions this way; '
+                        'checkpoints written by tools/train.py do not)')
             raise UnsafeCheckpointError(
                 f'refusing to load {filename}: it contains pickled objects '
                 'that are not plain tensors/containers and could execute '
-                f'code when unpickled ({str(e).splitlines()[0]} ...). '
-                'Convert it to a plain state dict with a trusted tool first.'
-            ) from None
-        raise ValueError(
-            f'checkpoint {filename} is corrupt or not a torch file: {e}'
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+                f'code when unpickled: {culprit}{hint}. Only load it with '
+                'weights_only=False if you trust its source, and re-save its '
+                'state dict.') from None
         raise ValueError(
             f'checkpoint {filename} is truncated, corrupt or not a torch '
             f'file: {e}') from None
+    except Exception as e:  # the unpickler fails in many ways on garbage
+        raise ValueError(
+            f'checkpoint {filename} is truncated, corrupt or not a torch '
+            f'file: {type(e).__name__}: {e}') from None
 
 
 def _load_from_local(filename, map_location):
@@ -104,6 +132,7 @@ def install_safe_loaders():
     """Route MMEngine's local and http(s) checkpoint loaders through
     :func:`safe_torch_load`; idempotent."""
     _register_safe_globals()
+    _store_history_buffers_as_data()
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local,
                                      force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
