@@ -1,0 +1,354 @@
+"""Reliability: clear errors for bad input, runs that survive SIGKILL, and
+distributed jobs that fail fast when a worker dies.
+
+The training runs are real processes of tools/train.py on a tiny generated
+small-object dataset (tools/dataset_converters/make_small_object_data.py).
+"""
+import glob
+import json
+import os
+import os.path as osp
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from mmincnext.engine import (check_backbone_consumer_channels,
+                              check_data_cfg, check_dataset_not_empty)
+from mmincnext.models import InceptionNeXt
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PY = sys.executable
+BASE_CFG = osp.join(ROOT, 'configs', 'mask_rcnn',
+                    'mask-rcnn_inceptionnext-atto_fpn_small-obj_1x_coco.py')
+
+
+# --------------------------------------------------------------------------
+# bad inputs to the backbone
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='huge'), "unknown InceptionNeXt arch 'huge'"),
+    (dict(arch=dict(dims=(8, 16, 32, 64))), r"misses key\(s\) \['depths'\]"),
+    (dict(arch=dict(depths=(1, 1, 1), dims=(8, 16, 32, 64))),
+     r"arch\['depths'\] must hold 4"),
+    (dict(arch=dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64),
+                    band_kernel_size=10)), 'positive odd int'),
+    (dict(arch=dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), ratio=.1)),
+     r"unknown key\(s\) \['ratio'\]"),
+    (dict(arch=dict(depths=(1, 1, 1, 1), dims=(4, 16, 32, 64),
+                    branch_ratio=0.125)), 'leaves no channel'),
+    (dict(out_indices=(0, 4)), 'out_indices entry 4 is out of range'),
+    (dict(out_indices=(1, -3)), 'name a stage twice'),
+    (dict(out_indices=()), 'non-empty'),
+    (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+    (dict(frozen_stages=-2), 'frozen_stages must be'),
+    (dict(out_indices=(0, 1), frozen_stages=3), 'not built'),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    kwargs = {'arch': 'atto', **kwargs}
+    with pytest.raises(ValueError, match=message):
+        InceptionNeXt(**kwargs)
+
+
+def test_wrong_input_channels_and_too_small_input():
+    model = InceptionNeXt('atto').eval()
+    with pytest.raises(ValueError, match='with 3 channels, got shape'):
+        model(torch.rand(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='with 3 channels'):
+        model(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match='smaller than the network stride 32'):
+        model(torch.rand(1, 3, 64, 20))
+    # a network built up to stage 1 needs stride 8 only
+    assert InceptionNeXt('atto', out_indices=1).eval()(
+        torch.rand(1, 3, 8, 8))[0].shape == (1, 80, 1, 1)
+
+
+def _build_detector(neck_in_channels):
+    import mmincnext  # noqa: F401
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(BASE_CFG)
+    cfg.model.neck.in_channels = neck_in_channels
+    return MODELS.build(cfg.model)
+
+
+def test_neck_channels_must_match_backbone():
+    ok = _build_detector([40, 80, 160, 320])
+    check_backbone_consumer_channels(ok)
+    bad = _build_detector([96, 192, 384, 768])  # tiny's channels on atto
+    with pytest.raises(ValueError, match=r'neck \(FPN\) in_channels=\[96, '
+                       r'192, 384, 768\] do not match the backbone outputs.*'
+                       r'\[40, 80, 160, 320\]'):
+        check_backbone_consumer_channels(bad)
+
+
+def test_segmentor_head_channels_must_match():
+    import mmincnext  # noqa: F401
+    from mmseg.registry import MODELS
+    head = dict(type='FCNHead', in_channels=768, in_index=3, channels=16,
+                num_convs=1, num_classes=3, norm_cfg=dict(type='BN'))
+    seg = dict(type='EncoderDecoder',
+               backbone=dict(type='InceptionNeXt', arch='atto'),
+               decode_head=head)
+    with pytest.raises(ValueError, match=r'decode_head \(FCNHead\) '
+                       r'in_channels=\[768\]'):
+        check_backbone_consumer_channels(MODELS.build(seg))
+    head['in_channels'] = 320
+    check_backbone_consumer_channels(MODELS.build(seg))
+
+
+def test_dataset_filtered_to_nothing_is_refused():
+    class Filtered(list):
+        ann_file = 'ann.json'
+        data_root = 'data/x'
+        filter_cfg = dict(filter_empty_gt=True)
+
+    with pytest.raises(ValueError, match=r"train dataset is empty: Filtered"
+                       r"\(ann_file='ann.json'.*filter_empty_gt=True drops"):
+        check_dataset_not_empty(Filtered(), 'train')
+    check_dataset_not_empty(Filtered([1]), 'train')
+
+
+def test_data_cfg_checks(tmp_path):
+    from mmengine.config import ConfigDict
+    ann = tmp_path / 'ann.json'
+    ann.write_text(json.dumps(dict(images=[], annotations=[])))
+
+    def cfg(**dataset):
+        return ConfigDict(train_dataloader=dict(dataset=dict(
+            type='RepeatDataset', times=2,
+            dataset=dict(type='CocoDataset', **dataset))))
+
+    with pytest.raises(ValueError, match=r"annotation file .*ann.json' "
+                       'lists no images'):
+        check_data_cfg(cfg(data_root=str(tmp_path), ann_file='ann.json'))
+    with pytest.raises(FileNotFoundError, match="data_root '/no/where'"):
+        check_data_cfg(cfg(data_root='/no/where', ann_file='ann.json'))
+    with pytest.raises(FileNotFoundError, match=r"annotation file .*x.json"):
+        check_data_cfg(cfg(data_root=str(tmp_path), ann_file='x.json'))
+    ann.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[])))
+    check_data_cfg(cfg(data_root=str(tmp_path), ann_file='ann.json'))
+    with pytest.raises(FileNotFoundError, match='image folder'):
+        check_data_cfg(ConfigDict(val_dataloader=dict(dataset=dict(
+            type='ADE20KDataset', data_root=str(tmp_path),
+            data_prefix=dict(img_path='images/validation')))))
+
+
+# --------------------------------------------------------------------------
+# real training processes
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp('data')
+    subprocess.run([
+        PY, osp.join(ROOT, 'tools', 'dataset_converters',
+                     'make_small_object_data.py'), '--out', str(out),
+        '--seed', '3', '--num-train', '4', '--num-val', '2', '--img-size',
+        '128', '--objects', '4', '8', '--num-large', '0', '--num-seg-train',
+        '0', '--num-seg-val', '0'
+    ], check=True, cwd=ROOT, capture_output=True, timeout=300)
+    det = out / 'det'
+    # one training image without any object: must train fine
+    train = json.loads((det / 'annotations' / 'instances_train.json')
+                       .read_text())
+    first = train['images'][0]['id']
+    train['annotations'] = [a for a in train['annotations']
+                            if a['image_id'] != first]
+    (det / 'annotations' / 'instances_train.json').write_text(
+        json.dumps(train))
+    return det
+
+
+def write_config(path, data_root, train_ann='annotations/instances_train.json',
+                 **extra):
+    """A config inheriting the atto small-object Mask R-CNN, on the tiny
+    data at its native 128 px size, deterministic, a checkpoint per epoch."""
+    lines = [
+        f'_base_ = {BASE_CFG!r}',
+        f'data_root = {str(data_root) + "/"!r}',
+        "metainfo = dict(classes=('circle', 'square', 'triangle'))",
+        "train_pipeline = [dict(type='LoadImageFromFile'), "
+        "dict(type='LoadAnnotations', with_bbox=True, with_mask=True), "
+        "dict(type='Resize', scale=(128, 128), keep_ratio=True), "
+        "dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]",
+        "test_pipeline = [dict(type='LoadImageFromFile'), "
+        "dict(type='Resize', scale=(128, 128), keep_ratio=True), "
+        "dict(type='LoadAnnotations', with_bbox=True, with_mask=True), "
+        "dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', "
+        "'ori_shape', 'img_shape', 'scale_factor'))]",
+        'train_dataloader = dict(batch_size=2, num_workers=0, '
+        'persistent_workers=False, sampler=dict(type="DefaultSampler", '
+        'shuffle=True), batch_sampler=None, dataset=dict('
+        'data_root=data_root, metainfo=metainfo, '
+        f'ann_file={train_ann!r}, pipeline=train_pipeline, '
+        "data_prefix=dict(img='train/'), "
+        'filter_cfg=dict(filter_empty_gt=False, min_size=0)))',
+        'val_dataloader = dict(batch_size=1, num_workers=0, '
+        'persistent_workers=False, dataset=dict(data_root=data_root, '
+        "metainfo=metainfo, ann_file='annotations/instances_val.json', "
+        "pipeline=test_pipeline, data_prefix=dict(img='val/')))",
+        'test_dataloader = val_dataloader',
+        "val_evaluator = dict(ann_file=data_root + "
+        "'annotations/instances_val.json')",
+        'test_evaluator = val_evaluator',
+        'model = dict(backbone=dict(init_cfg=None))',
+        'train_cfg = dict(max_epochs=2, val_interval=100)',
+        'param_scheduler = []',
+        'default_hooks = dict(logger=dict(interval=1), '
+        'checkpoint=dict(interval=1, max_keep_ckpts=5))',
+        'randomness = dict(seed=0, deterministic=True)',
+        'env_cfg = dict(dist_cfg=dict(backend="gloo", timeout=60))',
+    ]
+    lines += [f'{k} = {v}' for k, v in extra.items()]
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+def train(cfg, work_dir, *args, env=None, timeout=600):
+    return subprocess.run(
+        [PY, osp.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir',
+         str(work_dir), *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env=env)
+
+
+def logged_losses(work_dir):
+    """{iter: loss} from every run's scalars.json in a work dir (a resumed
+    run appends a new timestamped folder)."""
+    losses = {}
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                          'scalars.json'))):
+        for line in open(path):
+            record = json.loads(line)
+            if 'loss' in record and 'iter' in record:
+                losses[record['iter']] = record['loss']
+    return losses
+
+
+KILLER = textwrap.dedent('''
+    import os, signal
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    @HOOKS.register_module()
+    class SigkillAtIterHook(Hook):
+        """Test helper: SIGKILL this process after training iteration N."""
+        priority = 'LOWEST'
+
+        def __init__(self, kill_at):
+            self.kill_at = kill_at
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None,
+                             outputs=None):
+            if runner.iter + 1 == self.kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_data, tmp_path):
+    """4 images, batch 2: epoch_1.pth after iteration 2, SIGKILL after
+    iteration 3, --resume to the end of epoch 2: same weights and losses as
+    a run that was never interrupted."""
+    cfg = write_config(tmp_path / 'cfg.py', tiny_data)
+    straight = train(cfg, tmp_path / 'straight')
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    (tmp_path / 'killer_hook.py').write_text(KILLER)
+    kill_cfg = write_config(
+        tmp_path / 'cfg_kill.py', tiny_data,
+        custom_imports="dict(imports=['mmincnext', 'killer_hook'], "
+        'allow_failed_imports=False)',
+        custom_hooks='[dict(type="SigkillAtIterHook", kill_at=3)]')
+    env = dict(os.environ, PYTHONPATH=f'{tmp_path}:{ROOT}')
+    killed = train(kill_cfg, tmp_path / 'resumed', env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert osp.exists(tmp_path / 'resumed' / 'epoch_1.pth')
+    assert not osp.exists(tmp_path / 'resumed' / 'epoch_2.pth')
+
+    resumed = train(cfg, tmp_path / 'resumed', '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resumed epoch: 1, iter: 2' in resumed.stdout + resumed.stderr
+
+    want = logged_losses(tmp_path / 'straight')
+    got = logged_losses(tmp_path / 'resumed')
+    assert sorted(want) == sorted(got) == list(range(1, 5))
+    assert got == want  # bit-identical losses, iteration by iteration
+
+    from mmincnext.utils import safe_torch_load
+    a = safe_torch_load(tmp_path / 'straight' / 'epoch_2.pth')['state_dict']
+    b = safe_torch_load(tmp_path / 'resumed' / 'epoch_2.pth')['state_dict']
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_train_refuses_empty_annotation_file(tiny_data, tmp_path):
+    empty = tmp_path / 'empty.json'
+    coco = json.loads((tiny_data / 'annotations' /
+                       'instances_train.json').read_text())
+    coco['images'], coco['annotations'] = [], []
+    empty.write_text(json.dumps(coco))
+    cfg = write_config(tmp_path / 'cfg.py', tiny_data, train_ann=str(empty))
+    run = train(cfg, tmp_path / 'work')
+    assert run.returncode != 0
+    assert 'lists no images' in run.stderr.splitlines()[-1]
+    assert 'empty.json' in run.stderr.splitlines()[-1]
+
+
+def test_train_names_missing_annotation_file_and_data_root(tiny_data,
+                                                           tmp_path):
+    cfg = write_config(tmp_path / 'cfg.py', tiny_data,
+                       train_ann='nope/missing.json')
+    run = train(cfg, tmp_path / 'work')
+    assert run.returncode != 0
+    assert 'missing.json' in run.stderr.splitlines()[-1]
+
+    cfg = write_config(tmp_path / 'cfg2.py', tmp_path / 'no_such_root')
+    run = train(cfg, tmp_path / 'work2')
+    assert run.returncode != 0
+    assert 'no_such_root' in run.stderr.splitlines()[-1]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_killed_worker_fails_the_distributed_job(tiny_data, tmp_path):
+    """2 gloo processes through tools/dist_train.sh; SIGKILL one worker:
+    torchrun stops the other and the job exits non-zero, quickly."""
+    cfg = write_config(tmp_path / 'cfg.py', tiny_data,
+                       train_cfg='dict(max_epochs=200, val_interval=1000)')
+    env = dict(os.environ, PORT=str(_free_port()), PYTHON_EXEC=PY)
+    log = open(tmp_path / 'dist.log', 'w')
+    job = subprocess.Popen(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), cfg, '2',
+         '--work-dir', str(tmp_path / 'work')], cwd=ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # wait until both workers are training (iteration logs appear)
+        deadline = time.time() + 240
+        while time.time() < deadline and job.poll() is None:
+            if 'Epoch(train)' in open(tmp_path / 'dist.log').read():
+                break
+            time.sleep(1)
+        assert job.poll() is None, open(tmp_path / 'dist.log').read()[-3000:]
+        listing = subprocess.run(['pgrep', '-af', f'train.py {cfg}'],
+                                 capture_output=True, text=True).stdout
+        workers = [int(line.split()[0]) for line in listing.splitlines()
+                   if 'torch.distributed.run' not in line
+                   and 'dist_train.sh' not in line]
+        assert len(workers) >= 2, workers
+        os.kill(max(workers), signal.SIGKILL)
+        start = time.time()
+        code = job.wait(timeout=120)
+        elapsed = time.time() - start
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        log.close()
+    assert code != 0
+    assert elapsed < 90, f'job took {elapsed:.0f}s to fail'
