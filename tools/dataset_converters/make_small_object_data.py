@@ -304,7 +304,7 @@ def parse_args(argv=None):
     p.add_argument('--num-val', type=int, default=50)
     p.add_argument('--img-size', type=int, default=256,
                    help='side of the square train/val images')
-    p.add_argument('--objects', type=int, nargs=2, default=(10, 25),
+    p.add_argument('--objects', type=int, nargs=2, default=(12, 30),
                    metavar=('MIN', 'MAX'), help='objects per train/val image')
     p.add_argument('--obj-size', type=float, nargs=2, default=(10, 40),
                    metavar=('MIN', 'MAX'),
