@@ -1,0 +1,79 @@
+# UperNet with an InceptionNeXt-T backbone on ADE20K, the paper's recipe:
+# ImageNet-1K weights, all four stage outputs, BN -> SyncBN inside the
+# backbone plus one SyncBN on every stage output, AdamW lr 6e-5 / wd 0.01
+# without decay on norm layers, 1500-iter linear warm-up then poly (power 1),
+# 160k iterations at batch 16 (8 GPUs x 2 images), 512x512 crops.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmincnext'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_tiny.pth'  # noqa
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='InceptionNeXt',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        norm_cfg=norm_cfg,
+        out_norm_cfg=norm_cfg,
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
+    # the auxiliary FCN head reads stage index 2 (stride 16)
+    auxiliary_head=dict(in_channels=384, num_classes=150))
+
+# "No decay on norms": every norm layer's weight and bias (the backbone's BNs
+# and output norms, and the heads' BNs) gets weight decay 0; conv weights,
+# conv biases and the layer scales `gamma` keep 0.01. fp32 as in the paper;
+# `tools/train.py --amp` switches to mixed precision.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(norm_decay_mult=0.))
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
+        end=1500),
+    dict(
+        type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500,
+        end=160000),
+]
+
+# 8 GPUs x 2 images = batch 16
+train_dataloader = dict(batch_size=2)
+
+# Multi-scale + flip testing (`tools/test.py --tta`) with the protocol behind
+# the paper's ms+flip numbers (mmseg 0.x MultiScaleFlipAug): each view is the
+# single-scale test scale (2048, 512) times a ratio, so the 1.0 view is exactly
+# the single-scale input. (mmseg 1.x's ADE20K base rescales the raw image by
+# the ratio instead.)
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(
+                    type='Resize',
+                    scale=(int(2048 * r), int(512 * r)),
+                    keep_ratio=True) for r in img_ratios
+            ],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
