@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -73,7 +74,13 @@ class InceptionDWConv2d(nn.Module):
 
 
 class ConvMlp(nn.Module):
-    """1x1 conv -> GELU -> 1x1 conv (official names ``fc1``, ``fc2``)."""
+    """1x1 conv -> GELU -> 1x1 conv (official names ``fc1``, ``fc2``).
+
+    The 1x1 convs keep their official ``Conv2d`` parameters, but are applied
+    as matrix products (``F.linear``) on ``(N, H, W, C)`` tensors: on the
+    channels-last activations the network uses, that is a free view and one
+    BLAS GEMM per layer (a 1x1 ``Conv2d`` goes through a slower conv path).
+    """
 
     def __init__(self, in_channels: int, hidden_channels: int):
         super().__init__()
@@ -82,11 +89,17 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, in_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        """(N, H, W, C) -> (N, H, W, C)."""
+        x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
+        x = self.act(x)
+        return F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
 
 
 class MetaNeXtBlock(nn.Module):
     """``x + drop_path(gamma * mlp(norm(token_mixer(x))))``.
+
+    Activations are NCHW tensors in channels-last memory (see
+    :class:`InceptionNeXt`); the MLP runs on their free ``(N, H, W, C)`` view.
 
     Args:
         dim (int): Number of channels.
@@ -116,13 +129,44 @@ class MetaNeXtBlock(nn.Module):
             self.gamma = None
         self.drop_path = DropPath(
             drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+        self.deploy = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy:
+            return self._forward_deploy(x)
         shortcut = x
-        x = self.mlp(self.norm(self.token_mixer(x)))
+        x = self.norm(self.token_mixer(x))
+        x = self.mlp(x.permute(0, 2, 3, 1))
         if self.gamma is not None:
-            x = x * self.gamma.view(1, -1, 1, 1)
-        return shortcut + self.drop_path(x)
+            x = x * self.gamma
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+    def _forward_deploy(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference after :meth:`switch_to_deploy`: ``norm`` lives in
+        ``fc1`` and ``gamma`` in ``fc2``; the residual sum is the GEMM's
+        accumulator (``addmm``), which saves one pass over the activations."""
+        n, c, h, w = x.shape
+        shortcut = x.permute(0, 2, 3, 1).reshape(-1, c)
+        x = self.token_mixer(x).permute(0, 2, 3, 1).reshape(-1, c)
+        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
+        x = self.mlp.act(torch.addmm(fc1.bias, x, fc1.weight.flatten(1).t()))
+        x = torch.addmm(shortcut, x, fc2.weight.flatten(1).t()).add_(fc2.bias)
+        return x.view(n, h, w, c).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        """Fold ``norm`` (a BatchNorm in eval mode) into ``fc1`` and ``gamma``
+        into ``fc2``; one-way, for inference."""
+        if self.deploy:
+            return
+        self.mlp.fc1 = _fold_bn_before(self.norm, self.mlp.fc1)
+        self.norm = nn.Identity()
+        if self.gamma is not None:
+            fc2 = self.mlp.fc2
+            fc2.weight.mul_(self.gamma.view(-1, 1, 1, 1))
+            fc2.bias.mul_(self.gamma)
+            self.gamma = None
+        self.deploy = True
 
 
 class MetaNeXtStage(nn.Module):
@@ -302,6 +346,12 @@ class InceptionNeXt(BaseModule):
                                 build_norm_layer(out_norm_cfg, dims[i])[1])
         self.out_channels = [dims[i] for i in self.out_indices]
         self._freeze_stages()
+        # Channels-last conv weights make every conv, and thus every
+        # activation, channels-last (NHWC in memory): the depthwise convs are
+        # several times faster on it, the channel split of the token mixer is
+        # a view, and the 1x1 convs of the MLP become GEMMs on free
+        # (N, H, W, C) views. Shapes, names and values are unchanged.
+        self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------
     # arguments
@@ -393,15 +443,19 @@ class InceptionNeXt(BaseModule):
                 f'input {tuple(x.shape[2:])} is smaller than the network '
                 f'stride {min_size} at stage {self.num_built_stages - 1}; '
                 f'pad or resize images to at least {min_size}x{min_size}')
+        # The conv weights are channels-last, so PyTorch runs the stem conv,
+        # and from there the whole network, in channels-last memory (see
+        # __init__). Outputs come back in the input's memory format.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
+                out = x
                 if self.out_norm_cfg is not None:
-                    outs.append(getattr(self, f'norm{i}')(x))
-                else:
-                    outs.append(x)
+                    out = getattr(self, f'norm{i}')(out)
+                outs.append(out if channels_last else out.contiguous())
         return tuple(outs)
 
     # ------------------------------------------------------------------
@@ -551,11 +605,19 @@ class InceptionNeXt(BaseModule):
 
     # ------------------------------------------------------------------
     # deploy
+    @torch.no_grad()
     def switch_to_deploy(self):
-        """Fold every BatchNorm into its neighbouring convolution (and each
-        layer scale into ``fc2``) for inference. One-way; outputs stay equal
-        to eval-mode outputs within float rounding. Training after this is
-        not supported (the norms are gone)."""
+        """Fold every BatchNorm into its neighbouring convolution for
+        inference: the stem norm into the stem conv, each downsample norm into
+        the downsample conv, each block norm into ``fc1``, and each layer
+        scale ``gamma`` into ``fc2`` (see ``MetaNeXtBlock._forward_deploy``).
+
+        The name and behaviour follow mmpretrain's re-parameterisable
+        backbones. One-way and idempotent: the norms use their running
+        statistics and are removed, so call it on a trained model, for
+        inference only; outputs equal the eval-mode outputs up to float
+        rounding. The output norms ``norm{i}`` (if any) stay.
+        """
         if self.deploy:
             return
         _fold_bn_into_prev_conv(self.stem, conv_idx=0, bn_idx=1)
@@ -563,14 +625,8 @@ class InceptionNeXt(BaseModule):
             if isinstance(stage.downsample, nn.Sequential):
                 _fold_bn_into_next_conv(stage.downsample, bn_idx=0, conv_idx=1)
             for block in stage.blocks:
-                block.mlp.fc1 = _fold_bn_before(block.norm, block.mlp.fc1)
-                block.norm = nn.Identity()
-                if block.gamma is not None:
-                    fc2 = block.mlp.fc2
-                    g = block.gamma.detach()
-                    fc2.weight.data.mul_(g.view(-1, 1, 1, 1))
-                    fc2.bias.data.mul_(g)
-                    block.gamma = None
+                block.switch_to_deploy()
+        self.to(memory_format=torch.channels_last)  # the new, fused convs
         self.deploy = True
 
 

@@ -1,0 +1,173 @@
+"""Deploy mode and channels-last: outputs equal the official network's;
+``switch_to_deploy`` is one-way and idempotent; benchmark script smoke test."""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmincnext.models import InceptionNeXt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rel_err(out, ref):
+    return ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def official_pair(arch, timm_reference):
+    """timm's network and ours with the same non-trivial weights (layer
+    scales around 1, BN statistics away from (0, 1))."""
+    ref, state_dict = timm_reference(arch)
+    model = InceptionNeXt(arch)
+    model.load_official_state_dict(state_dict)
+    return ref, model.eval()
+
+
+@pytest.mark.parametrize('arch', ['atto', 'tiny'])
+def test_deploy_and_channels_last_equal_official(arch, timm_reference):
+    ref, model = official_pair(arch, timm_reference)
+    x = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(3))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    deploy = copy.deepcopy(model)
+    deploy.switch_to_deploy()
+    deploy_cl = copy.deepcopy(deploy).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = ref.forward_intermediates(x, intermediates_only=True)
+        results = {
+            'eval': model(x),
+            'eval channels_last': model(x_cl),
+            'deploy': deploy(x),
+            'deploy channels_last': deploy_cl(x_cl),
+        }
+    for name, outs in results.items():
+        assert len(outs) == 4, name
+        for i, (out, exp) in enumerate(zip(outs, expected)):
+            assert out.shape == exp.shape, (name, i)
+            assert rel_err(out, exp) <= 1e-5, (name, i, rel_err(out, exp))
+    # outputs come back in the input's memory format
+    assert all(o.is_contiguous() for o in results['eval'])
+    assert all(o.is_contiguous() for o in results['deploy'])
+    assert all(o.is_contiguous(memory_format=torch.channels_last)
+               for o in results['eval channels_last'])
+
+
+def test_deploy_removes_norms_and_layer_scales(timm_reference):
+    _, model = official_pair('atto', timm_reference)
+    names = [n for n, _ in model.named_parameters()]
+    model.switch_to_deploy()
+    assert model.deploy
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(block.gamma is None for stage in model.stages
+               for block in stage.blocks)
+    deployed = {n for n, _ in model.named_parameters()}
+    # every remaining tensor keeps its official name
+    assert deployed <= set(names)
+    assert not any('.norm.' in n or n.endswith('gamma') for n in deployed)
+
+
+def test_deploy_is_one_way_and_idempotent(timm_reference):
+    _, model = official_pair('atto', timm_reference)
+    model.switch_to_deploy()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first = model(x)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.switch_to_deploy()  # a second call changes nothing
+        second = model(x)
+    assert state.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_deploy_keeps_output_norms():
+    torch.manual_seed(0)
+    model = InceptionNeXt('atto', out_norm_cfg=dict(type='BN'),
+                          out_indices=(1, 3)).eval()
+    for m in model.modules():  # non-trivial statistics everywhere
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.)
+            m.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        model.switch_to_deploy()
+        outs = model(x)
+    assert hasattr(model, 'norm1') and hasattr(model, 'norm3')
+    for out, exp in zip(outs, expected):
+        assert rel_err(out, exp) <= 1e-5
+
+
+def test_parameter_names_unchanged_before_deploy(timm_reference):
+    """The speed work keeps the official layout (and checkpoint loading)."""
+    _, state_dict = timm_reference('atto')
+    model = InceptionNeXt('atto')
+    official = {k: v.shape for k, v in state_dict.items()
+                if not k.startswith('head.')}
+    assert {k: v.shape for k, v in model.state_dict().items()} == official
+
+
+def test_channels_last_training_gradients_equal(timm_reference):
+    """A training step in channels-last gives the official gradients."""
+    ref, model = official_pair('atto', timm_reference)
+    ref = copy.deepcopy(ref).train()
+    model.train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    loss = sum((o**2).mean() for o in model(x))
+    loss.backward()
+    ref_loss = sum((o**2).mean() for o in ref.forward_intermediates(
+        x, intermediates_only=True))
+    ref_loss.backward()
+    assert rel_err(loss.detach(), ref_loss.detach()) <= 1e-5
+    ref_grads = {n: p.grad for n, p in ref.named_parameters()
+                 if p.grad is not None}
+    # conv biases right before a training-mode BN get (mathematically) zero
+    # gradients: measure errors against the largest gradient, not theirs
+    floor = 1e-3 * max(g.abs().max() for g in ref_grads.values())
+    for name, param in model.named_parameters():
+        ref_grad = ref_grads[name]
+        err = (param.grad - ref_grad).abs().max() / torch.maximum(
+            ref_grad.abs().max(), floor)
+        assert err <= 1e-4, (name, err)
+
+
+def test_benchmark_script_smoke():
+    """One tiny interleaved round: the table has every row and column (no
+    timing assertions)."""
+    cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--arch',
+           'atto', '--input-size', '64', '--batch', '1', '--warmup',
+           '0', '--repeats', '1', '--threads', '1']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines()
+             if line.startswith('|')]
+    header = [c.strip() for c in table[0].strip('|').split('|')]
+    assert header == ['model', 'mode', 'img/s', 'x ConvNeXt (mmpretrain)',
+                      'peak MB', 'params M', 'GMACs/img', '% of mm rate']
+    rows = [[c.strip() for c in line.strip('|').split('|')]
+            for line in table[2:]]
+    assert [(r[0], r[1]) for r in rows] == [
+        ('InceptionNeXt', 'inference'),
+        ('InceptionNeXt deploy', 'inference'),
+        ('InceptionNeXt official (timm)', 'inference'),
+        ('ConvNeXt (mmpretrain)', 'inference'),
+        ('InceptionNeXt', 'train'),
+        ('InceptionNeXt official (timm)', 'train'),
+        ('ConvNeXt (mmpretrain)', 'train'),
+    ]
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[4]) >= 0
+    by_name = {(r[0], r[1]): r for r in rows}
+    # identical weights: ours and the official network have the same size
+    ours = by_name[('InceptionNeXt', 'inference')]
+    assert ours[5:7] == \
+        by_name[('InceptionNeXt official (timm)', 'inference')][5:7]
+    assert ours[5] == '2.89' and float(ours[6]) > 0
+    assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'

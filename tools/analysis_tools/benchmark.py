@@ -1,0 +1,442 @@
+"""Speed benchmark: InceptionNeXt (ours) vs the official code vs ConvNeXt.
+
+Runs the models **interleaved in one process** (round-robin, one step of
+each model per round, so load from other processes hits every model alike),
+discards ``--warmup`` rounds and reports the median of ``--repeats`` rounds.
+
+Backbone mode (default) compares, at the same size (``--arch``):
+
+* ``InceptionNeXt`` -- this package (channels-last internally);
+* ``InceptionNeXt deploy`` -- the same after ``switch_to_deploy()`` (BN
+  folded; inference only);
+* ``InceptionNeXt official`` -- timm's ``inception_next_<arch>`` (the official
+  code), loaded with the *same* weights; its four stage outputs are computed
+  with ``forward_intermediates``;
+* ``ConvNeXt`` -- ``mmpretrain.models.ConvNeXt`` (the backbone of mmdet's
+  ConvNeXt configs), four outputs with their norms, as mmdet uses it.
+
+Modes: ``inference`` (``torch.no_grad``, eval mode) and ``train`` (one full
+step: forward, a loss on the four outputs, backward, AdamW step). The table
+gives img/s, the ratio to ConvNeXt in the same mode, the peak memory one step
+allocates, parameters and FLOPs (mmengine's ``get_model_complexity_info``;
+multiply-accumulates, the convention of the papers), and the fraction of the
+fp32 (or ``--amp``) matrix-multiply rate measured with ``torch.mm`` in the
+same run: ``2 * MACs * img/s`` (x3 for a train step) over the ``mm`` rate.
+
+Detector mode (``--detector``) builds our Mask R-CNN InceptionNeXt-T config
+and mmdet's own ``mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py``
+(with mmpretrain's ConvNeXt), and times a train step (data preprocessor,
+losses, backward, the configs' own optimizer) and inference on the same
+random images with boxes and masks (mmdet's ``demo_mm_inputs``). On CPU the
+``AmpOptimWrapper`` of the ConvNeXt config is replaced by ``OptimWrapper``.
+
+Examples::
+
+    # the default table: tiny, 224x224, batch 8, CPU, both modes
+    python tools/analysis_tools/benchmark.py
+    # detection resolution, channels-last for every model
+    python tools/analysis_tools/benchmark.py --input-size 800 1216 \\
+        --batch 1 --channels-last
+    # GPU, bf16 autocast
+    python tools/analysis_tools/benchmark.py --device cuda --amp bf16 \\
+        --batch 64
+    # Mask R-CNN, train step and inference
+    python tools/analysis_tools/benchmark.py --detector --input-size 800 1216
+
+Other processes on the machine change absolute numbers; the interleaving
+keeps the ratios comparable. Report the command with the numbers.
+"""
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
+
+BACKBONE_MODELS = ('ours', 'deploy', 'official', 'convnext')
+LABELS = {
+    'ours': 'InceptionNeXt',
+    'deploy': 'InceptionNeXt deploy',
+    'official': 'InceptionNeXt official (timm)',
+    'convnext': 'ConvNeXt (mmpretrain)',
+    'det_ours': 'Mask R-CNN InceptionNeXt-T',
+    'det_convnext': 'Mask R-CNN ConvNeXt-T (mmdet)',
+}
+OUR_DET_CONFIG = 'configs/mask_rcnn/mask-rcnn_inceptionnext-t_fpn_1x_coco.py'
+MMDET_CONVNEXT_CONFIG = \
+    'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--arch', default='tiny',
+                        help='InceptionNeXt size; ConvNeXt of the same name')
+    parser.add_argument('--models', nargs='+', default=list(BACKBONE_MODELS),
+                        choices=BACKBONE_MODELS)
+    parser.add_argument('--modes', nargs='+', default=['inference', 'train'],
+                        choices=['inference', 'train'])
+    parser.add_argument('--input-size', type=int, nargs='+', default=[224],
+                        help='H [W] of the input (default 224)')
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last inputs and weights for every '
+                        'model (ours computes in channels-last anyway)')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', default='none',
+                        choices=['none', 'bf16', 'fp16'],
+                        help='autocast dtype (fp16 on GPU only)')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='rounds discarded before timing')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed rounds; the median is reported')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--no-flops', action='store_true',
+                        help='skip the FLOPs analysis (faster)')
+    parser.add_argument('--detector', action='store_true',
+                        help='Mask R-CNN InceptionNeXt-T vs mmdet ConvNeXt-T')
+    parser.add_argument('--det-config', default=OUR_DET_CONFIG)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args(argv)
+    if len(args.input_size) == 1:
+        args.input_size = args.input_size * 2
+    if len(args.input_size) != 2:
+        parser.error('--input-size takes H or H W')
+    if args.amp == 'fp16' and args.device == 'cpu':
+        parser.error('--amp fp16 needs --device cuda (use bf16 on CPU)')
+    return args
+
+
+# ----------------------------------------------------------------------
+# timing helpers
+def synchronize(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def autocast(args):
+    if args.amp == 'none':
+        return nullcontext()
+    dtype = torch.bfloat16 if args.amp == 'bf16' else torch.float16
+    return torch.autocast(args.device, dtype=dtype)
+
+
+def matmul_rate(args, size=None, repeats=5):
+    """Measured ``torch.mm`` GFLOP/s for square matrices (fp32 or AMP dtype)."""
+    size = size or (2048 if args.device == 'cpu' else 8192)
+    dtype = {'none': torch.float32, 'bf16': torch.bfloat16,
+             'fp16': torch.float16}[args.amp]
+    a = torch.randn(size, size, device=args.device, dtype=dtype)
+    b = torch.randn(size, size, device=args.device, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        synchronize(args.device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(args.device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def peak_memory(step, device):
+    """Peak bytes allocated during one call of ``step`` (above what was
+    allocated before it): CUDA's allocator statistics on GPU, the profiler's
+    allocation events on CPU."""
+    if device == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes())
+                    for e in prof.profiler.kineto_results.events()
+                    if e.name() == '[memory]')
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def run_interleaved(steps, warmup, repeats, device):
+    """Call every step once per round; return seconds per call, per step."""
+    times = {name: [] for name in steps}
+    for round_idx in range(warmup + repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if round_idx >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+# ----------------------------------------------------------------------
+# backbones
+class TimmFeatures(nn.Module):
+    """timm's network as a backbone: its four stage outputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return tuple(
+            self.model.forward_intermediates(x, intermediates_only=True))
+
+
+def build_backbones(args):
+    from mmincnext.models import InceptionNeXt
+    torch.manual_seed(args.seed)
+    models = {}
+    ours = InceptionNeXt(args.arch, out_indices=(0, 1, 2, 3))
+    ours.init_weights()
+    if 'ours' in args.models:
+        models['ours'] = ours
+    if 'deploy' in args.models:
+        deploy = copy.deepcopy(ours).eval()
+        deploy.switch_to_deploy()
+        models['deploy'] = deploy
+    if 'official' in args.models:
+        import timm
+        official = timm.create_model(
+            f'inception_next_{ours_arch_name(ours)}', pretrained=False)
+        missing, unexpected = official.load_state_dict(
+            ours.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith('head.') for k in missing)
+        models['official'] = TimmFeatures(official)
+    if 'convnext' in args.models:
+        from mmpretrain.models import ConvNeXt
+        models['convnext'] = ConvNeXt(
+            ours_arch_name(ours), out_indices=(0, 1, 2, 3),
+            gap_before_final_norm=False)
+    for model in models.values():
+        model.to(args.device)
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+    return models
+
+
+def ours_arch_name(model):
+    for name, setting in model.arch_settings.items():
+        if tuple(setting['dims']) == model.arch['dims'] and \
+                tuple(setting['depths']) == model.arch['depths']:
+            return name
+    raise ValueError('--arch must be a standard size to compare with timm '
+                     'and ConvNeXt')
+
+
+def backbone_steps(models, x, args, mode):
+    steps = {}
+    for name, model in models.items():
+        if mode == 'inference':
+            model.eval()
+
+            def step(model=model):
+                with torch.no_grad(), autocast(args):
+                    model(x)
+        else:
+            if name == 'deploy':
+                continue  # deploy is inference-only
+            model.train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+            def step(model=model, optimizer=optimizer):
+                with autocast(args):
+                    loss = sum(o.float().pow(2).mean() for o in model(x))
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        steps[name] = step
+    return steps
+
+
+def complexity(model, x):
+    """(MACs per image, params) from mmengine's analysis."""
+    from mmengine.analysis import get_model_complexity_info
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('ERROR')  # unsupported-op notices (BN, GELU, add)
+    model = copy.deepcopy(model)
+    model.eval()  # (mmpretrain's ConvNeXt.train() returns None: no chaining)
+    try:
+        info = get_model_complexity_info(
+            model, inputs=(x[:1],), show_table=False, show_arch=False)
+    finally:
+        logger.setLevel(level)
+    # parameters the backbone uses (timm's network also holds its head)
+    params = sum(p.numel() for n, p in model.named_parameters()
+                 if not n.startswith('model.head.'))
+    return info['flops'], params
+
+
+# ----------------------------------------------------------------------
+# detectors
+def build_detectors(args):
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    register_all_modules()
+    init_default_scope('mmdet')
+    import mmincnext  # noqa: F401  (registers InceptionNeXt)
+    detectors = {}
+    for name, path in (('det_ours', args.det_config),
+                       ('det_convnext', MMDET_CONVNEXT_CONFIG)):
+        cfg = Config.fromfile(path)
+        if cfg.get('custom_imports'):
+            from mmengine.utils import import_modules_from_strings
+            import_modules_from_strings(**cfg.custom_imports)
+        cfg.model.backbone.pop('init_cfg', None)  # no downloads
+        torch.manual_seed(args.seed)
+        model = MODELS.build(cfg.model).to(args.device)
+        model.init_weights()
+        optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+        if args.device == 'cpu' and optim_cfg.get('type') == \
+                'AmpOptimWrapper':
+            optim_cfg.type = 'OptimWrapper'  # AmpOptimWrapper needs a GPU
+            optim_cfg.pop('loss_scale', None)
+        if args.amp != 'none' and args.device == 'cuda':
+            optim_cfg.type = 'AmpOptimWrapper'
+            optim_cfg.dtype = 'bfloat16' if args.amp == 'bf16' else \
+                'float16'
+        detectors[name] = (model, build_optim_wrapper(model, optim_cfg))
+    return detectors
+
+
+def detector_data(args):
+    from mmdet.testing import demo_mm_inputs
+    h, w = args.input_size
+    packed = demo_mm_inputs(batch_size=args.batch, image_shapes=[(3, h, w)],
+                            num_items=[5] * args.batch, with_mask=True)
+    return packed
+
+
+def detector_steps(detectors, data, args, mode):
+    steps = {}
+    for name, (model, optim_wrapper) in detectors.items():
+        if mode == 'inference':
+            model.eval()
+
+            def step(model=model):
+                with torch.no_grad(), autocast(args):
+                    batch = model.data_preprocessor(copy.copy(data), False)
+                    model(**batch, mode='predict')
+        else:
+            model.train()
+
+            def step(model=model, optim_wrapper=optim_wrapper):
+                with optim_wrapper.optim_context(model):
+                    batch = model.data_preprocessor(copy.copy(data), True)
+                    losses = model(**batch, mode='loss')
+                loss, _ = model.parse_losses(losses)
+                optim_wrapper.update_params(loss)
+        steps[name] = step
+    return steps
+
+
+# ----------------------------------------------------------------------
+def format_table(rows, reference):
+    header = ['model', 'mode', 'img/s', f'x {LABELS[reference]}',
+              'peak MB', 'params M', 'GMACs/img', '% of mm rate']
+    lines = [header]
+    for row in rows:
+        lines.append([
+            LABELS[row['model']], row['mode'], f"{row['img_s']:.2f}",
+            f"{row['ratio']:.2f}" if row['ratio'] is not None else '-',
+            f"{row['peak_mb']:.0f}",
+            f"{row['params'] / 1e6:.2f}" if row['params'] else '-',
+            f"{row['macs'] / 1e9:.2f}" if row['macs'] else '-',
+            f"{row['mm_frac'] * 100:.0f}" if row['mm_frac'] else '-'
+        ])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for i, line in enumerate(lines):
+        out.append('| ' + ' | '.join(
+            cell.ljust(w) if j < 2 else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(line, widths))) + ' |')
+        if i == 0:
+            out.append('|' + '|'.join(
+                '-' * (w + 1) + (':' if j >= 2 else '-')
+                for j, w in enumerate(widths)) + '|')
+    return '\n'.join(out)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    h, w = args.input_size
+    x = torch.randn(args.batch, 3, h, w, device=args.device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    if args.detector:
+        models = build_detectors(args)
+        data = detector_data(args)
+        reference = 'det_convnext'
+        make_steps = lambda mode: detector_steps(models, data, args, mode)  # noqa
+        info = {name: (None, sum(p.numel() for p in m.parameters()))
+                for name, (m, _) in models.items()}
+    else:
+        models = build_backbones(args)
+        reference = 'convnext'
+        make_steps = lambda mode: backbone_steps(models, x, args, mode)  # noqa
+        info = {name: ((None, None) if args.no_flops else
+                       complexity(model, x))
+                for name, model in models.items()}
+
+    rate_before = matmul_rate(args)
+    rows = []
+    for mode in args.modes:
+        steps = make_steps(mode)
+        times = run_interleaved(steps, args.warmup, args.repeats,
+                                args.device)
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        for name, step in steps.items():
+            macs, params = info[name]
+            rows.append(dict(
+                model=name, mode=mode, img_s=args.batch / medians[name],
+                seconds=times[name], peak_mb=peak_memory(step, args.device)
+                / 2**20, params=params, macs=macs))
+        for row in rows[-len(steps):]:
+            row['ratio'] = (medians[reference] / medians[row['model']]
+                            if reference in medians else None)
+    rate = (rate_before + matmul_rate(args)) / 2
+    for row in rows:
+        flops_per_img = 2 * row['macs'] * (3 if row['mode'] == 'train'
+                                           else 1) if row['macs'] else None
+        row['mm_frac'] = (flops_per_img * row['img_s'] / 1e9 / rate
+                          if flops_per_img else None)
+
+    device = (torch.cuda.get_device_name() if args.device == 'cuda' else
+              f'{platform.processor() or platform.machine()}, '
+              f'{torch.get_num_threads()} threads')
+    print(f'\n{"Mask R-CNN" if args.detector else args.arch} | input '
+          f'{args.batch}x3x{h}x{w} | {device} | torch {torch.__version__} | '
+          f'amp {args.amp} | channels_last {args.channels_last} | median of '
+          f'{args.repeats} interleaved rounds after {args.warmup} warm-up | '
+          f'torch.mm {rate:.0f} GFLOP/s')
+    print(format_table(rows, reference))
+    return rows
+
+
+if __name__ == '__main__':
+    main()
