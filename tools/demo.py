@@ -198,7 +198,9 @@ def make_progress_hook(console):
         def after_train_iter(self, runner, batch_idx, data_batch=None,
                              outputs=None):
             it = runner.iter + 1
-            loss = float(outputs['loss']) if outputs else float('nan')
+            loss = outputs.get('loss', float('nan')) if outputs else \
+                float('nan')
+            loss = float(loss.detach() if hasattr(loss, 'detach') else loss)
             self.iters.append(it)
             self.losses.append(loss)
             window = self.losses[-20:]
@@ -438,6 +440,14 @@ def main(argv=None):
           f'  python tools/image_demo.py {rel(osp.join(args.data_root, "det", "val"))} '
           f'{rel(args.config)} {rel(ckpt)} --out-dir '
           f'{rel(osp.join(args.work_dir, "image_demo"))}')
+    large = osp.join(args.data_root, 'det', 'annotations',
+                     'instances_large.json')
+    if osp.exists(large):
+        print('[demo] sliced inference on the big images (8-16 px objects):'
+              f'\n  python tools/sliced_inference.py {rel(args.config)} '
+              f'{rel(ckpt)} {rel(osp.join(args.data_root, "det", "large"))} '
+              f'--ann-file {rel(large)} --patch-size 256 --out-dir '
+              f'{rel(osp.join(args.work_dir, "sliced"))}')
     return result
 
 
