@@ -70,10 +70,12 @@ def test_wrong_input_channels_and_too_small_input():
 def _build_detector(neck_in_channels):
     import mmincnext  # noqa: F401
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmdet.registry import MODELS
     cfg = Config.fromfile(BASE_CFG)
     cfg.model.neck.in_channels = neck_in_channels
-    return MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg.model)
 
 
 def test_neck_channels_must_match_backbone():
@@ -88,17 +90,21 @@ def test_neck_channels_must_match_backbone():
 
 def test_segmentor_head_channels_must_match():
     import mmincnext  # noqa: F401
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     head = dict(type='FCNHead', in_channels=768, in_index=3, channels=16,
                 num_convs=1, num_classes=3, norm_cfg=dict(type='BN'))
     seg = dict(type='EncoderDecoder',
                backbone=dict(type='InceptionNeXt', arch='atto'),
                decode_head=head)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        bad = MODELS.build(seg)
+        head['in_channels'] = 320
+        good = MODELS.build(seg)
     with pytest.raises(ValueError, match=r'decode_head \(FCNHead\) '
                        r'in_channels=\[768\]'):
-        check_backbone_consumer_channels(MODELS.build(seg))
-    head['in_channels'] = 320
-    check_backbone_consumer_channels(MODELS.build(seg))
+        check_backbone_consumer_channels(bad)
+    check_backbone_consumer_channels(good)
 
 
 def test_dataset_filtered_to_nothing_is_refused():
