@@ -1,11 +1,11 @@
 """Every shipped detection config builds through mmdet's registry and runs a
 training step (loss, backward: every trainable parameter gets a gradient, as
 DDP requires; the config's lr-decay parameter groups; the optimizer step for
-the atto/tiny configs) and a
-predict step on a small synthetic batch (with fewer RoIs than on COCO). The
-config's data pipelines run on a tiny image. ImageNet weights cannot be downloaded here, so the backbone's
-``init_cfg`` is dropped (loading is covered by test_tools_converter.py and
-test_det_e2e.py)."""
+the atto/tiny configs) and a predict step on a small synthetic batch (with
+fewer RoIs than on COCO). The config's data pipelines run on a tiny image.
+ImageNet weights cannot be downloaded here, so the backbone's ``init_cfg`` is
+dropped (loading is covered by test_tools_converter.py and test_det_e2e.py).
+"""
 import glob
 import os
 import os.path as osp
