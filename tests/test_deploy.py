@@ -43,6 +43,8 @@ def test_deploy_and_channels_last_equal_official(arch, timm_reference):
             'deploy': deploy(x),
             'deploy channels_last': deploy_cl(x_cl),
         }
+    with torch.enable_grad():  # the plain (non-oneDNN-fused) deploy path
+        results['deploy autograd'] = tuple(o.detach() for o in deploy(x))
     for name, outs in results.items():
         assert len(outs) == 4, name
         for i, (out, exp) in enumerate(zip(outs, expected)):

@@ -292,6 +292,7 @@ def complexity(model, x):
 def build_detectors(args):
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+    from mmengine.hub import get_config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
     register_all_modules()
@@ -300,7 +301,7 @@ def build_detectors(args):
     detectors = {}
     for name, path in (('det_ours', args.det_config),
                        ('det_convnext', MMDET_CONVNEXT_CONFIG)):
-        cfg = Config.fromfile(path)
+        cfg = get_config(path) if '::' in path else Config.fromfile(path)
         if cfg.get('custom_imports'):
             from mmengine.utils import import_modules_from_strings
             import_modules_from_strings(**cfg.custom_imports)

@@ -142,16 +142,28 @@ class MetaNeXtBlock(nn.Module):
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
     def _forward_deploy(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference after :meth:`switch_to_deploy`: ``norm`` lives in
-        ``fc1`` and ``gamma`` in ``fc2``; the residual sum is the GEMM's
-        accumulator (``addmm``), which saves one pass over the activations."""
-        n, c, h, w = x.shape
-        shortcut = x.permute(0, 2, 3, 1).reshape(-1, c)
-        x = self.token_mixer(x).permute(0, 2, 3, 1).reshape(-1, c)
+        """Inference after :meth:`switch_to_deploy` (``norm`` lives in
+        ``fc1``, ``gamma`` in ``fc2``).
+
+        On CPU without autograd, oneDNN runs each GEMM with its epilogue
+        fused: bias and GELU into ``fc1``, bias and the residual sum into
+        ``fc2``, which saves three passes over the activations. Elsewhere the
+        residual sum is the GEMM's accumulator (``addmm``)."""
+        shortcut = x.permute(0, 2, 3, 1)
+        x = self.token_mixer(x).permute(0, 2, 3, 1)
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
-        x = self.mlp.act(torch.addmm(fc1.bias, x, fc1.weight.flatten(1).t()))
-        x = torch.addmm(shortcut, x, fc2.weight.flatten(1).t()).add_(fc2.bias)
-        return x.view(n, h, w, c).permute(0, 3, 1, 2)
+        w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
+        if _onednn_fusion_applies(x, shortcut, w1, w2):
+            x = torch.ops.mkldnn._linear_pointwise(x, w1, fc1.bias, 'gelu',
+                                                   [], 'none')
+            x = torch.ops.mkldnn._linear_pointwise.binary(
+                x, shortcut, w2, fc2.bias, 'add')
+        else:
+            n, h, w, c = x.shape
+            x = self.mlp.act(F.linear(x, w1, fc1.bias)).reshape(n * h * w, -1)
+            x = torch.addmm(shortcut.reshape(n * h * w, c), x, w2.t())
+            x = x.add_(fc2.bias).view(n, h, w, c)
+        return x.permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def switch_to_deploy(self):
@@ -628,6 +640,21 @@ class InceptionNeXt(BaseModule):
                 block.switch_to_deploy()
         self.to(memory_format=torch.channels_last)  # the new, fused convs
         self.deploy = True
+
+
+def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
+    """Whether the fused oneDNN linear ops (``torch.ops.mkldnn``, also used
+    by inductor on CPU) can replace plain ops: contiguous fp32/bf16 CPU
+    tensors, no autograd, not under ``torch.compile`` / tracing (where the
+    compiler does its own fusion)."""
+    return (hasattr(torch.ops.mkldnn, '_linear_pointwise')
+            and torch.backends.mkldnn.is_available()
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and all(t.device.type == 'cpu' and t.is_contiguous()
+                    and t.dtype in (torch.float32, torch.bfloat16)
+                    and t.dtype == tensors[0].dtype for t in tensors))
 
 
 def _bn_scale_shift(bn: _BatchNorm):
