@@ -191,3 +191,16 @@ print('ok')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, env=env, timeout=300, cwd='/')
     assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-3000:]
+
+
+def test_metafiles_list_every_config():
+    import yaml
+    for folder in ('mask_rcnn', 'retinanet'):
+        with open(osp.join(ROOT, 'configs', folder, 'metafile.yml')) as f:
+            meta = yaml.safe_load(f)
+        listed = {m['Config'] for m in meta['Models']}
+        shipped = {osp.relpath(c, ROOT) for c in CONFIGS
+                   if f'/{folder}/' in c}
+        assert listed == shipped, folder
+        for model in meta['Models']:  # nothing trained: no results claimed
+            assert 'Results' not in model and 'Weights' not in model
