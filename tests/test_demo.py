@@ -81,14 +81,17 @@ def test_demo_outputs(demo_run):
     assert 'metrics.json' in demo_run['stdout']
 
 
-def test_image_demo(demo_run, tmp_path):
-    config = ('configs/demo/'
-              'mask-rcnn_inceptionnext-atto_fpn_demo-small-objects.py')
+def test_image_demo(demo_run, tmp_path, capsys):
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import image_demo
+    config = osp.join(ROOT, 'configs', 'demo',
+                      'mask-rcnn_inceptionnext-atto_fpn_demo-small-objects.py')
     ckpt = osp.join(demo_run['work'], f'iter_{ITERS}.pth')
     out = str(tmp_path / 'folder')
-    stdout = _run(['tools/image_demo.py',
-                   osp.join(demo_run['data'], 'det', 'val'), config, ckpt,
-                   '--out-dir', out, '--score-thr', '0.05', '--save-pred'])
+    image_demo.main([osp.join(demo_run['data'], 'det', 'val'), config, ckpt,
+                     '--out-dir', out, '--score-thr', '0.05',
+                     '--save-pred'])
+    stdout = capsys.readouterr().out
     pics = sorted(os.listdir(osp.join(out, 'vis')))
     assert len(pics) == 2
     for p in pics:  # DetInferencer keeps the input's name and format

@@ -334,14 +334,15 @@ def plot_curves(hook, out_file):
     ax.grid(alpha=0.3)
     ax2 = ax.twinx()
     its = [v['iter'] for v in hook.val]
-    for key, colour, label in (('coco/bbox_mAP', 'tab:red', 'val bbox mAP'),
-                               ('coco/segm_mAP', 'tab:orange',
-                                'val segm mAP'),
-                               ('coco/bbox_mAP_s', 'tab:green',
-                                'val bbox APs (<32 px)')):
+    for key, style, colour, label in (
+            ('coco/bbox_mAP', 'o-', 'tab:red', 'val bbox mAP'),
+            ('coco/segm_mAP', 's-', 'tab:orange', 'val segm mAP'),
+            ('coco/bbox_mAP_s', 'x--', 'tab:green', 'val bbox APs (<32 px)'),
+            ('coco/bbox_mAP_tiny', '^:', 'tab:purple',
+             'val bbox AP 8-16 px')):
         ys = [v.get(key) for v in hook.val]
-        if its and all(y is not None for y in ys):
-            ax2.plot(its, ys, 'o-', color=colour, label=label)
+        if its and all(y is not None and y >= 0 for y in ys):
+            ax2.plot(its, ys, style, color=colour, label=label)
     ax2.set_ylabel('validation mAP')
     ax2.set_ylim(0, 1)
     lines = ax.get_legend_handles_labels()
