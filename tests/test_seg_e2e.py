@@ -293,3 +293,30 @@ def test_multiscale_flip_views_and_merge(ade_root, atto_checkpoint):
     assert gt.shape == (1, IMG_H, IMG_W)
     assert set(gt.unique().tolist()) <= {c - 1 for c in CLASS_COLORS} | {255}
 
+
+
+def test_sem_fpn_distributed_two_cpu_processes(ade_root, atto_checkpoint,
+                                               tmp_path):
+    """tools/dist_train.sh with 2 CPU processes (gloo): the SyncBN layers of
+    the segmentation configs cannot run on CPUs and are reverted to BN."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    cfg = tiny_config(FPN_T, ade_root, atto_checkpoint[0])
+    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = 2
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg.param_scheduler[0].end = 2
+    cfg_path = str(tmp_path / 'fpn_dist.py')
+    cfg.dump(cfg_path)
+    env = dict(os.environ, PORT=str(port), OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        ['bash', osp.join(PROJECT_TOOLS, 'dist_train.sh'), cfg_path, '2',
+         '--work-dir', str(tmp_path / 'work')], cwd=str(tmp_path), env=env,
+        capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    log, _ = read_run(str(tmp_path / 'work'))
+    assert 'gloo process group (rank 0/2)' in out and 'SyncBN -> BN' in out
+    assert 'Iter(train) [2/2]' in log and 'mIoU' in log
+    assert osp.isfile(str(tmp_path / 'work' / 'iter_2.pth'))
