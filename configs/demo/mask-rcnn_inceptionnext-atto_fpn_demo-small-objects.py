@@ -93,9 +93,10 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- schedule
-# 200 iterations x 4 images = 2 epochs of the 400 training images
-max_iters = 200
-val_interval = 50
+# 120 iterations x 4 images = 1.2 epochs of the 400 training images
+# (`tools/demo.py --iters 200` rescales the schedule: higher mAP, ~1.7x time)
+max_iters = 120
+val_interval = 40
 train_cfg = dict(
     _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
     val_interval=val_interval)
@@ -108,9 +109,9 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=25),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=25,
-         end=max_iters, eta_min_ratio=0.05, T_max=max_iters - 25)
+         end=15),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=15,
+         end=max_iters, eta_min_ratio=0.05, T_max=max_iters - 15)
 ]
 default_hooks = dict(
     logger=dict(interval=20),
