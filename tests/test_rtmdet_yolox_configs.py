@@ -195,8 +195,9 @@ def small_data(tmp_path_factory):
     spec.loader.exec_module(gen)
     out = str(tmp_path_factory.mktemp('small_obj'))
     gen.main(['--out', out, '--num-train', '2', '--num-val', '1',
-              '--img-size', str(RUN_SIZE), '--objects', '4', '8', '--num-large',
-              '0', '--num-seg-train', '0', '--num-seg-val', '0'])
+              '--img-size', str(RUN_SIZE), '--objects', '4', '8',
+              '--num-large', '0', '--num-seg-train', '0',
+              '--num-seg-val', '0'])
     return out
 
 

@@ -25,8 +25,7 @@ from mmengine.structures import InstanceData  # noqa: E402
 
 from mmincnext.apis import (coco_evaluate, get_windows,  # noqa: E402
                             inference_detector_batched, merge_predictions,
-                            min_window_overlap, predict_windows,
-                            sliced_inference)
+                            min_window_overlap, sliced_inference)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RTMDET_P2 = osp.join(ROOT, 'configs', 'rtmdet',
