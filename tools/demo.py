@@ -438,7 +438,8 @@ def main(argv=None):
     print(f'  checkpoint  {rel(ckpt)}')
     print(f'  full log    {rel(runner.log_dir)}/')
     print('[demo] detect on your own images:\n'
-          f'  python tools/image_demo.py {rel(osp.join(args.data_root, "det", "val"))} '
+          '  python tools/image_demo.py '
+          f'{rel(osp.join(args.data_root, "det", "val"))} '
           f'{rel(args.config)} {rel(ckpt)} --out-dir '
           f'{rel(osp.join(args.work_dir, "image_demo"))}')
     large = osp.join(args.data_root, 'det', 'annotations',

@@ -67,7 +67,8 @@ def textured_background(rng, h, w):
     """Low-frequency colour noise + linear gradient + faint stripes."""
     base = rng.uniform(70, 190, size=3)
     # low-frequency colour blobs: a coarse random grid upsampled bicubically
-    gh, gw = max(2, h // rng.integers(24, 64)), max(2, w // rng.integers(24, 64))
+    gh = max(2, h // rng.integers(24, 64))
+    gw = max(2, w // rng.integers(24, 64))
     coarse = rng.normal(0, 28, size=(gh, gw, 3))
     blobs = np.stack([
         np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize(
@@ -120,8 +121,10 @@ def draw_clutter(rng, canvas, label_draw, h, w, n):
             cmds = [('ellipse', xy, dict(outline=vivid, width=width))]
         elif kind == 3:  # cross
             t = max(1, int(r / 4))
-            cmds = [('line', [cx - r, cy, cx + r, cy], dict(fill=vivid, width=t)),
-                    ('line', [cx, cy - r, cx, cy + r], dict(fill=vivid, width=t))]
+            cmds = [('line', [cx - r, cy, cx + r, cy],
+                     dict(fill=vivid, width=t)),
+                    ('line', [cx, cy - r, cx, cy + r],
+                     dict(fill=vivid, width=t))]
         else:  # dull filled blob (irregular polygon)
             k = int(rng.integers(5, 9))
             angs = np.sort(rng.uniform(0, 2 * math.pi, k))
@@ -284,7 +287,8 @@ def write_seg_split(out_dir, split, num, size, seed, quality):
 
 
 def size_stats(annotations):
-    s = np.sqrt([a['area'] for a in annotations]) if annotations else np.zeros(0)
+    s = (np.sqrt([a['area'] for a in annotations]) if annotations
+         else np.zeros(0))
     n = max(len(s), 1)
     return dict(
         objects=len(s),
