@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip('mmdet')
-cv2 = pytest.importorskip('cv2')
+import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
+import cv2
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MASK_RCNN_ATTO = osp.join(

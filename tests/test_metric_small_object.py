@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip('mmdet')
-pytest.importorskip('pycocotools')
+import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
+import pycocotools  # noqa: F401  (a test requirement: fails loudly if missing)
 
 import mmincnext  # noqa: E402,F401
 from mmincnext.evaluation import SmallObjectCocoMetric  # noqa: E402

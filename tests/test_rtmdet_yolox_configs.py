@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip('mmdet')
+import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
 
 from mmengine.config import Config  # noqa: E402
 

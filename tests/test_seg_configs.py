@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import mmincnext  # noqa: F401  (registers InceptionNeXt)
 from mmincnext.models import InceptionNeXt
 
-mmseg = pytest.importorskip('mmseg', reason='mmsegmentation is required')
+import mmseg
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 

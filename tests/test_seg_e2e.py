@@ -26,7 +26,7 @@ from mmengine.registry import init_default_scope
 import mmincnext  # noqa: F401
 from mmincnext.models import InceptionNeXt
 
-mmseg = pytest.importorskip('mmseg', reason='mmsegmentation is required')
+import mmseg
 import mmcv  # noqa: E402
 from mmcv.transforms import Compose  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402

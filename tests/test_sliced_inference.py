@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip('mmdet')
-pytest.importorskip('sahi')
+import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
+import sahi  # noqa: F401  (a test requirement: fails loudly if missing)
 
 from mmengine.structures import InstanceData  # noqa: E402
 

@@ -36,7 +36,7 @@ def run_converter(src, dst, capsys=None):
 def timm_atto(tmp_path_factory):
     """A timm ``inception_next_atto`` with non-trivial weights, saved as
     timm / the official release do (plain state dict, with head)."""
-    timm = pytest.importorskip('timm')
+    import timm
     torch.manual_seed(0)
     model = timm.create_model('inception_next_atto', pretrained=False,
                               ls_init_value=0.5).eval()

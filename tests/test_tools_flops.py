@@ -5,7 +5,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-pytest.importorskip('mmdet')
+import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
