@@ -35,7 +35,7 @@ else
         log "creating virtualenv $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
-    PY="$VENV/bin/python"
+    PY="$(cd "$VENV" && pwd)/bin/python"  # absolute: used from other dirs
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 
@@ -61,6 +61,10 @@ else
 fi
 "${PIP[@]}" install -q -r requirements/build.txt
 
+# --- OpenMMLab packages and test tools (mmcv's own dependencies included) ---
+log "installing mmengine / mmdet / mmseg and test requirements"
+"${PIP[@]}" install -q -r requirements/runtime.txt -r requirements/tests.txt
+
 # --- mmcv with compiled ops, from a cached wheel or built once -------------
 mmcv_ok() {
     "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1
@@ -75,8 +79,8 @@ else
         log "installing cached mmcv wheel $wheel"
         "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel"
         if ! mmcv_ok; then
-            log "cached wheel does not import mmcv.ops here; rebuilding"
-            rm -rf "$wheel_dir"
+            log "cached wheel does not import mmcv.ops here; rebuilding (old wheel kept in $wheel_dir.bad)"
+            rm -rf "$wheel_dir.bad" && mv "$wheel_dir" "$wheel_dir.bad"
             wheel=""
         fi
     fi
@@ -118,9 +122,7 @@ else
     fi
 fi
 
-# --- OpenMMLab packages, test tools, mmincnext ------------------------------
-log "installing mmengine / mmdet / mmseg and test requirements"
-"${PIP[@]}" install -q -r requirements/runtime.txt -r requirements/tests.txt
+# --- mmincnext (editable) ------------------------------------------------
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 "$PY" -c "$check_imports"
 echo "$want_stamp" > "$(stamp_file)"

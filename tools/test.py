@@ -9,22 +9,18 @@ a directory of predicted label maps for segmentation (mmseg's IoUMetric
 ``output_dir``). CPU-only ``--launcher pytorch`` runs use gloo.
 """
 import argparse
-import importlib
 import os
 import os.path as osp
 import sys
 import warnings
 from copy import deepcopy
 
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.runner import Runner
+from mmengine.config import ConfigDict, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmincnext  # noqa: E402,F401  (registers the backbone & co.)
-from mmincnext.engine import (add_reliability_hooks,  # noqa: E402
-                              check_data_cfg, setup_cpu_distributed)
-
-SCOPES = ('mmdet', 'mmseg')
+from mmincnext.engine.tools import (build_task_runner,  # noqa: E402
+                                    load_task_config)
 
 
 def parse_args():
@@ -59,13 +55,6 @@ def parse_args():
     return args
 
 
-def task_scope(cfg) -> str:
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(
-            f'config default_scope is {scope!r}; tools/test.py handles '
-            f'{SCOPES} configs (inherit from an mmdet:: or mmseg:: base)')
-    return scope
 
 
 def enable_visualization(cfg, args, scope: str):
@@ -127,20 +116,8 @@ def enable_seg_tta(cfg):
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = task_scope(cfg)
-    if scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg, scope = load_task_config(args.config, args.cfg_options,
+                                  args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
@@ -155,16 +132,7 @@ def main():
         raise ValueError(f'--out must be a .pkl file for detection, got '
                          f'{args.out}')
 
-    # clear errors for empty datasets / mismatched channels; exact resume
-    add_reliability_hooks(cfg)
-    check_data_cfg(cfg, splits=('test', ))
-    setup_cpu_distributed(cfg, args.launcher)
-
-    if 'runner_type' in cfg:
-        runner = importlib.import_module(
-            f'{scope}.registry').RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_task_runner(cfg, scope, data_splits=('test', ))
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(

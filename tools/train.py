@@ -8,23 +8,19 @@ machine without GPU) uses gloo, and an AMP config started without a GPU falls
 back to fp32 with a warning.
 """
 import argparse
-import importlib
 import logging
 import os
 import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmincnext  # noqa: E402,F401  (registers the backbone & co.)
-from mmincnext.engine import (add_reliability_hooks,  # noqa: E402
-                              check_data_cfg, setup_cpu_distributed)
-
-SCOPES = ('mmdet', 'mmseg')
+from mmincnext.engine.tools import (build_task_runner,  # noqa: E402
+                                    load_task_config)
 
 
 def parse_args():
@@ -57,13 +53,6 @@ def parse_args():
     return args
 
 
-def task_scope(cfg) -> str:
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(
-            f'config default_scope is {scope!r}; tools/train.py handles '
-            f'{SCOPES} configs (inherit from an mmdet:: or mmseg:: base)')
-    return scope
 
 
 def switch_amp(cfg, amp: bool):
@@ -91,22 +80,8 @@ def switch_amp(cfg, amp: bool):
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = task_scope(cfg)
-    if scope == 'mmdet':
-        # fewer repeated torch.compile recompilations, as mmdet's tool does
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-
-    # work_dir: CLI > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg, scope = load_task_config(args.config, args.cfg_options,
+                                  args.launcher, args.work_dir)
 
     switch_amp(cfg, args.amp)
 
@@ -125,16 +100,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
-    # clear errors for empty datasets / mismatched channels; exact resume
-    add_reliability_hooks(cfg)
-    check_data_cfg(cfg, splits=('train', 'val'))
-    setup_cpu_distributed(cfg, args.launcher)
-
-    if 'runner_type' in cfg:
-        runners = importlib.import_module(f'{scope}.registry').RUNNERS
-        runner = runners.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_task_runner(cfg, scope, data_splits=('train', 'val'))
     runner.train()
 
 
