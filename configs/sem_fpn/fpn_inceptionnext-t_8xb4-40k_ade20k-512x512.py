@@ -6,7 +6,7 @@
 # crops, drop path 0.1.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/datasets/ade20k_ms-flip-0x.py',  # mmseg's + 0.x ms+flip TTA
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
@@ -44,28 +44,3 @@ param_scheduler = [
 
 # 8 GPUs x 4 images = batch 32
 train_dataloader = dict(batch_size=4)
-
-# Multi-scale + flip testing (`tools/test.py --tta`): each view is the
-# single-scale test scale (2048, 512) times a ratio (mmseg 0.x protocol), so
-# the 1.0 view is exactly the single-scale input. The paper's Semantic FPN
-# numbers are single-scale.
-img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(
-                    type='Resize',
-                    scale=(int(2048 * r), int(512 * r)),
-                    keep_ratio=True) for r in img_ratios
-            ],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal')
-            ],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ])
-]

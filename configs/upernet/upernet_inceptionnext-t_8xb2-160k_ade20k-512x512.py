@@ -5,7 +5,7 @@
 # 160k iterations at batch 16 (8 GPUs x 2 images), 512x512 crops.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/datasets/ade20k_ms-flip-0x.py',  # mmseg's + 0.x ms+flip TTA
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
@@ -51,29 +51,3 @@ param_scheduler = [
 
 # 8 GPUs x 2 images = batch 16
 train_dataloader = dict(batch_size=2)
-
-# Multi-scale + flip testing (`tools/test.py --tta`) with the protocol behind
-# the paper's ms+flip numbers (mmseg 0.x MultiScaleFlipAug): each view is the
-# single-scale test scale (2048, 512) times a ratio, so the 1.0 view is exactly
-# the single-scale input. (mmseg 1.x's ADE20K base rescales the raw image by
-# the ratio instead.)
-img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(
-                    type='Resize',
-                    scale=(int(2048 * r), int(512 * r)),
-                    keep_ratio=True) for r in img_ratios
-            ],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal')
-            ],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ])
-]
