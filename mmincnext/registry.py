@@ -6,6 +6,7 @@ and in MMEngine's root registries (so a plain ``type='InceptionNeXt'`` is found
 from MMDetection's and MMSegmentation's registries, which are both children of
 the root). Nothing here imports mmdet or mmseg.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
@@ -19,6 +20,9 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     scope='mmincnext', locations=['mmincnext.engine'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mmincnext',
                    locations=['mmincnext.evaluation'])
+
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmincnext',
+                 locations=['mmincnext.engine'])
 
 
 def register_everywhere(registry):

@@ -12,18 +12,9 @@ from typing import Optional
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import Registry
 from mmengine.runner.utils import set_random_seed
 
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmincnext',
-                 locations=['mmincnext.engine'])
-
-
-def _register(cls):
-    HOOKS.register_module(module=cls)
-    MMENGINE_HOOKS.register_module(module=cls)
-    return cls
+from mmincnext.registry import HOOKS, register_everywhere
 
 
 def _consumer_in_channels(model):
@@ -174,7 +165,7 @@ def _check_one_dataset_cfg(dataset, split):
                     f'{split} dataset: image folder {folder!r} not found')
 
 
-@_register
+@register_everywhere(HOOKS)
 class PreflightCheckHook(Hook):
     """Check the model and the datasets before any work starts.
 
@@ -196,7 +187,7 @@ class PreflightCheckHook(Hook):
         check_dataset_not_empty(runner.test_dataloader.dataset, 'test')
 
 
-@_register
+@register_everywhere(HOOKS)
 class EpochSeedHook(Hook):
     """Reseed every random generator at the start of each training epoch
     with ``seed + epoch`` (``seed + rank`` offset per process when
