@@ -43,7 +43,9 @@ def test_deploy_and_channels_last_equal_official(arch, timm_reference):
             'deploy': deploy(x),
             'deploy channels_last': deploy_cl(x_cl),
         }
-    with torch.enable_grad():  # the plain (non-oneDNN-fused) deploy path
+    with torch.enable_grad():
+        # autograd: the unfolded eval path and the plain deploy path
+        results['eval autograd'] = tuple(o.detach() for o in model(x))
         results['deploy autograd'] = tuple(o.detach() for o in deploy(x))
     for name, outs in results.items():
         assert len(outs) == 4, name

@@ -100,6 +100,9 @@ def parse_args(argv=None):
                         help='timed rounds; the median is reported')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--compile', action='store_true',
+                        help='wrap every model in torch.compile (compiled '
+                        'during the warm-up rounds)')
     parser.add_argument('--no-flops', action='store_true',
                         help='skip the FLOPs analysis (faster)')
     parser.add_argument('--detector', action='store_true',
@@ -233,6 +236,10 @@ def build_backbones(args):
     return models
 
 
+def maybe_compile(fn, args):
+    return torch.compile(fn) if args.compile else fn
+
+
 def ours_arch_name(model):
     for name, setting in model.arch_settings.items():
         if tuple(setting['dims']) == model.arch['dims'] and \
@@ -248,7 +255,7 @@ def backbone_steps(models, x, args, mode):
         if mode == 'inference':
             model.eval()
 
-            def step(model=model):
+            def step(model=maybe_compile(model, args)):
                 with torch.no_grad(), autocast(args):
                     model(x)
         else:
@@ -257,7 +264,7 @@ def backbone_steps(models, x, args, mode):
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-            def step(model=model, optimizer=optimizer):
+            def step(model=maybe_compile(model, args), optimizer=optimizer):
                 with autocast(args):
                     loss = sum(o.float().pow(2).mean() for o in model(x))
                 loss.backward()
@@ -384,6 +391,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == 'cuda':
+        # every model gets cuDNN's fastest algorithms (found in the warm-up)
+        torch.backends.cudnn.benchmark = True
     h, w = args.input_size
     x = torch.randn(args.batch, 3, h, w, device=args.device)
     if args.channels_last:
@@ -432,7 +442,8 @@ def main(argv=None):
               f'{torch.get_num_threads()} threads')
     print(f'\n{"Mask R-CNN" if args.detector else args.arch} | input '
           f'{args.batch}x3x{h}x{w} | {device} | torch {torch.__version__} | '
-          f'amp {args.amp} | channels_last {args.channels_last} | median of '
+          f'amp {args.amp} | channels_last {args.channels_last} | compile '
+          f'{args.compile} | median of '
           f'{args.repeats} interleaved rounds after {args.warmup} warm-up | '
           f'torch.mm {rate:.0f} GFLOP/s')
     print(format_table(rows, reference))
