@@ -95,6 +95,14 @@ class ConvMlp(nn.Module):
         return F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
 
 
+# Inference on CPU runs the MLP over row blocks of the (N*H*W, C) activations
+# whose hidden activations (rows x 4C) take about this many bytes, so that
+# they stay in the last-level cache between fc1 and fc2 instead of making a
+# round trip through memory (measured +6-8 % for the tiny network at 224 and
+# 512 px on a 2-core Xeon; full-size blocks above were no faster).
+MLP_BLOCK_BYTES = 8 * 2**20
+
+
 class MetaNeXtBlock(nn.Module):
     """``x + drop_path(gamma * mlp(norm(token_mixer(x))))``.
 
@@ -148,21 +156,26 @@ class MetaNeXtBlock(nn.Module):
         On CPU, oneDNN runs each GEMM with its epilogue fused: bias and GELU
         into ``fc1``; bias and, once :meth:`switch_to_deploy` has folded
         ``gamma`` into ``fc2``, the residual sum into ``fc2`` (else one
-        ``addcmul``). That saves three to four passes over the activations.
+        ``addcmul``). That saves three to four passes over the activations;
+        large inputs go through the MLP in row blocks of about
+        ``MLP_BLOCK_BYTES`` of hidden activations, which stay in cache.
         Elsewhere (GPU, ``torch.compile``) the residual sum is the GEMM's
         accumulator (``addmm``) or an ``addcmul``."""
         x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
         w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
         if _onednn_fusion_applies(x, shortcut, w1, w2):
-            linear = torch.ops.mkldnn._linear_pointwise
-            x = linear(x, w1, fc1.bias, 'gelu', [], 'none')
-            if self.gamma is None:
-                x = linear.binary(x, shortcut, w2, fc2.bias, 'add')
-            else:
-                x = torch.addcmul(shortcut,
-                                  linear(x, w2, fc2.bias, 'none', [], ''),
-                                  self.gamma)
+            rows = max(1, MLP_BLOCK_BYTES // (w1.shape[0] * x.element_size()))
+            if x[..., 0].numel() <= 2 * rows:
+                x = self._mlp_onednn(x, shortcut, w1, w2)
+            else:  # row blocks that keep the hidden activations in cache
+                n, h, w, c = x.shape
+                x, shortcut = x.reshape(-1, c), shortcut.reshape(-1, c)
+                out = torch.empty_like(shortcut)
+                for i in range(0, x.shape[0], rows):
+                    out[i:i + rows] = self._mlp_onednn(
+                        x[i:i + rows], shortcut[i:i + rows], w1, w2)
+                x = out.view(n, h, w, c)
         else:
             x = self.mlp.act(F.linear(x, w1, fc1.bias))
             if self.gamma is None:
@@ -174,6 +187,18 @@ class MetaNeXtBlock(nn.Module):
                 x = torch.addcmul(shortcut, F.linear(x, w2, fc2.bias),
                                   self.gamma)
         return x.permute(0, 3, 1, 2)
+
+    def _mlp_onednn(self, x: torch.Tensor, shortcut: torch.Tensor,
+                    w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+        """``shortcut + gamma * fc2(gelu(fc1(x)))`` with oneDNN's fused
+        epilogues (contiguous CPU tensors, channels last)."""
+        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
+        linear = torch.ops.mkldnn._linear_pointwise
+        x = linear(x, w1, fc1.bias, 'gelu', [], 'none')
+        if self.gamma is None:
+            return linear.binary(x, shortcut, w2, fc2.bias, 'add')
+        return torch.addcmul(shortcut, linear(x, w2, fc2.bias, 'none', [], ''),
+                             self.gamma)
 
     @torch.no_grad()
     def switch_to_deploy(self):
