@@ -20,8 +20,10 @@ step: forward, a loss on the four outputs, backward, AdamW step). The table
 gives img/s, the ratio to ConvNeXt in the same mode, the peak memory one step
 allocates, parameters and FLOPs (mmengine's ``get_model_complexity_info``;
 multiply-accumulates, the convention of the papers), and the fraction of the
-fp32 (or ``--amp``) matrix-multiply rate measured with ``torch.mm`` in the
-same run: ``2 * MACs * img/s`` (x3 for a train step) over the ``mm`` rate.
+fp32 (or ``--amp``) matrix-multiply rate of a square ``torch.mm`` (2048 on
+CPU, 8192 on GPU) timed in the same interleaved rounds: ``2 * MACs * img/s``
+(x3 for a train step) over the ``mm`` rate. ``--compile`` wraps every model
+in ``torch.compile``; on GPU cuDNN autotuning is on for every model.
 
 Detector mode (``--detector``) builds our Mask R-CNN InceptionNeXt-T config
 and mmdet's own ``mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py``
@@ -61,6 +63,7 @@ import torch.nn as nn
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
 BACKBONE_MODELS = ('ours', 'deploy', 'official', 'convnext')
+MM = 'torch.mm'  # the matrix-multiply reference step
 LABELS = {
     'ours': 'InceptionNeXt',
     'deploy': 'InceptionNeXt deploy',
@@ -133,22 +136,16 @@ def autocast(args):
     return torch.autocast(args.device, dtype=dtype)
 
 
-def matmul_rate(args, size=None, repeats=5):
-    """Measured ``torch.mm`` GFLOP/s for square matrices (fp32 or AMP dtype)."""
-    size = size or (2048 if args.device == 'cpu' else 8192)
+def matmul_step(args):
+    """One square ``torch.mm`` (fp32 or the AMP dtype) and its FLOPs; timed
+    in the same interleaved rounds as the models, so the "% of mm rate"
+    column compares rates measured under the same machine load."""
+    size = 2048 if args.device == 'cpu' else 8192
     dtype = {'none': torch.float32, 'bf16': torch.bfloat16,
              'fp16': torch.float16}[args.amp]
     a = torch.randn(size, size, device=args.device, dtype=dtype)
     b = torch.randn(size, size, device=args.device, dtype=dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        synchronize(args.device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(args.device)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return (lambda: torch.mm(a, b)), 2 * size**3
 
 
 def peak_memory(step, device):
@@ -414,12 +411,13 @@ def main(argv=None):
                        complexity(model, x))
                 for name, model in models.items()}
 
-    rate_before = matmul_rate(args)
-    rows = []
+    mm_step, mm_flops = matmul_step(args)
+    rows, mm_times = [], []
     for mode in args.modes:
         steps = make_steps(mode)
-        times = run_interleaved(steps, args.warmup, args.repeats,
-                                args.device)
+        times = run_interleaved({**steps, MM: mm_step}, args.warmup,
+                                args.repeats, args.device)
+        mm_times += times.pop(MM)
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, step in steps.items():
             macs, params = info[name]
@@ -430,7 +428,7 @@ def main(argv=None):
         for row in rows[-len(steps):]:
             row['ratio'] = (medians[reference] / medians[row['model']]
                             if reference in medians else None)
-    rate = (rate_before + matmul_rate(args)) / 2
+    rate = mm_flops / statistics.median(mm_times) / 1e9
     for row in rows:
         flops_per_img = 2 * row['macs'] * (3 if row['mode'] == 'train'
                                            else 1) if row['macs'] else None
