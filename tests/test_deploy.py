@@ -184,3 +184,34 @@ def test_benchmark_script_smoke():
         by_name[('InceptionNeXt official (timm)', 'inference')][5:7]
     assert ours[5] == '2.89' and float(ours[6]) > 0
     assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval', 'deploy'])
+def test_torch_compile_captures_one_graph(mode):
+    """torch.compile sees the whole backbone as one graph (no graph breaks)
+    in training, eval inference and deploy mode, and its outputs equal the
+    eager ones (dynamo's 'eager' backend: no C++ compiler needed)."""
+    torch.manual_seed(0)
+    model = InceptionNeXt('atto')
+    model.init_weights()
+    x = torch.randn(2, 3, 64, 96)
+    if mode != 'train':
+        model.eval()
+    if mode == 'deploy':
+        model.switch_to_deploy()
+    torch._dynamo.reset()
+    grad = torch.enable_grad() if mode == 'train' else torch.no_grad()
+    with grad:
+        explanation = torch._dynamo.explain(model)(x)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+        compiled = torch.compile(model, backend='eager', fullgraph=True)
+        if mode == 'train':  # same batch statistics and drop-path draws
+            torch.manual_seed(1)
+            expected = model(x)
+            torch.manual_seed(1)
+        else:
+            expected = model(x)
+        outs = compiled(x)
+    for out, exp in zip(outs, expected):
+        assert rel_err(out.detach(), exp.detach()) <= 1e-5

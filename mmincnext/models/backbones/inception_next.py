@@ -682,11 +682,11 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
     by inductor on CPU) can replace plain ops: contiguous fp32/bf16 CPU
     tensors, no autograd, not under ``torch.compile`` / tracing (where the
     compiler does its own fusion)."""
-    return (hasattr(torch.ops.mkldnn, '_linear_pointwise')
-            and torch.backends.mkldnn.is_available()
-            and not torch.is_grad_enabled()
+    return (not torch.compiler.is_compiling()  # first: no graph break
             and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
+            and not torch.is_grad_enabled()
+            and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+            and torch.backends.mkldnn.is_available()
             and all(t.device.type == 'cpu' and t.is_contiguous()
                     and t.dtype in (torch.float32, torch.bfloat16)
                     and t.dtype == tensors[0].dtype for t in tensors))
