@@ -1,13 +1,18 @@
 # Mask R-CNN, InceptionNeXt-T + FPN, 1x schedule (12 epochs) on COCO.
-# The Swin/ConvNeXt fine-tuning recipe: AdamW lr 1e-4, weight decay 0.05
-# (none on norms, biases and layer scales), layer-wise lr decay 0.95 over
-# the backbone, 1000-iter linear warm-up, steps at epochs 8 and 11,
-# 16 images per iteration (8 GPUs x 2). SyncBN inside the backbone and on
-# its four outputs (the InceptionNeXt authors' dense-prediction recipe).
+# mmdet's Mask R-CNN R50 1x bases with the backbone swapped and the
+# Swin/ConvNeXt fine-tuning schedule of _base_/schedules/adamw-lrd_1x.py
+# (AdamW lr 1e-4 for 16 images per iteration, layer-wise lr decay 0.95).
+# SyncBN inside the backbone and on its four outputs (the InceptionNeXt
+# authors' dense-prediction recipe).
 #
 # ImageNet weights: the official release file. Offline, pass a local copy:
 #   --cfg-options model.backbone.init_cfg.checkpoint=/path/inceptionnext_tiny.pth
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    '../_base_/schedules/adamw-lrd_1x.py',
+    'mmdet::_base_/default_runtime.py'
+]
 custom_imports = dict(imports=['mmincnext'], allow_failed_imports=False)
 
 checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_tiny.pth'  # noqa
@@ -23,25 +28,3 @@ model = dict(
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
     neck=dict(in_channels=[96, 192, 384, 768]))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-         end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[8, 11], gamma=0.1)
-]
-
-# `--amp` (tools/train.py) switches to AmpOptimWrapper on a GPU.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    constructor='InceptionNeXtLearningRateDecayOptimizerConstructor',
-    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise',
-                       num_layers=6),
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))
-
-# lr above is for 16 images per iteration; `--auto-scale-lr` rescales it
-auto_scale_lr = dict(enable=False, base_batch_size=16)
