@@ -167,7 +167,7 @@ class MetaNeXtBlock(nn.Module):
         w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
         if _onednn_fusion_applies(x, shortcut, w1, w2):
             rows = max(1, MLP_BLOCK_BYTES // (w1.shape[0] * x.element_size()))
-            if x[..., 0].numel() <= 2 * rows:
+            if x.shape[:-1].numel() <= 2 * rows:
                 x = self._mlp_onednn(x, shortcut, w1, w2)
             else:  # row blocks that keep the hidden activations in cache
                 n, h, w, c = x.shape
