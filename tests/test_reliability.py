@@ -358,3 +358,21 @@ def test_killed_worker_fails_the_distributed_job(tiny_data, tmp_path):
         log.close()
     assert code != 0
     assert elapsed < 90, f'job took {elapsed:.0f}s to fail'
+
+
+def test_tools_close_the_process_group(tmp_path):
+    """tools/train.py and tools/test.py end a distributed run by destroying
+    the process group (not left to interpreter shutdown); without one it is
+    a no-op."""
+    import torch.distributed as dist
+
+    from mmincnext.engine.tools import close_process_group
+    close_process_group()  # nothing initialized: no error
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                            rank=0, world_size=1)
+    assert dist.is_initialized()
+    close_process_group()
+    assert not dist.is_initialized()
+    for tool in ('train.py', 'test.py'):
+        with open(osp.join(ROOT, 'tools', tool)) as f:
+            assert 'close_process_group()' in f.read(), tool

@@ -56,3 +56,14 @@ def build_task_runner(cfg, scope: str, data_splits: Sequence[str]):
     if 'runner_type' in cfg:
         return importlib.import_module(f'{scope}.registry').RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def close_process_group():
+    """Destroy the default process group at the end of a distributed run,
+    as PyTorch asks programs to: left to interpreter shutdown, the
+    backend's worker threads are torn down in no defined order, which can
+    abort a process (SIGABRT, "terminate called without an active
+    exception") after the run itself succeeded."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
