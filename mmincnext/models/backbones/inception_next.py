@@ -658,7 +658,8 @@ class InceptionNeXt(BaseModule):
         """Fold every BatchNorm into its neighbouring convolution for
         inference: the stem norm into the stem conv, each downsample norm into
         the downsample conv, each block norm into ``fc1``, and each layer
-        scale ``gamma`` into ``fc2`` (see ``MetaNeXtBlock._forward_deploy``).
+        scale ``gamma`` into ``fc2`` (then ``fc2`` also adds the residual in
+        ``MetaNeXtBlock._forward_inference``).
 
         The name and behaviour follow mmpretrain's re-parameterisable
         backbones. One-way and idempotent: the norms use their running
