@@ -186,6 +186,43 @@ def test_benchmark_script_smoke():
     assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'
 
 
+def test_benchmark_breakdown_accounts_for_the_whole_network():
+    """``--breakdown`` times every part of the network once: the parts'
+    MACs add up to the whole forward's, each stage's MLP row has the MACs of
+    its GEMMs, and the time shares add up to 100 %."""
+    cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--breakdown',
+           'deploy', '--arch', 'atto', '--input-size', '64', '--batch', '2',
+           '--warmup', '0', '--repeats', '1', '--threads', '1']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [[c.strip() for c in line.strip('|').split('|')]
+             for line in proc.stdout.splitlines() if line.startswith('|')]
+    assert table[0] == ['part', 'ms', '% of time', 'MMACs', '% of mm rate']
+    rows = {r[0]: r[1:] for r in table[2:]}
+    depths, dims, ratios = (2, 2, 6, 2), (40, 80, 160, 320), (4, 4, 4, 3)
+    expected = ['stem']
+    for i, depth in enumerate(depths):
+        expected += [f'stage {i} downsample'] if i else []
+        expected += [f'stage {i} token mixers ({depth})',
+                     f'stage {i} MLPs ({depth})']
+    assert list(rows) == expected + ['sum of the parts', 'whole forward']
+    for i, (depth, dim, ratio) in enumerate(zip(depths, dims, ratios)):
+        gemm_macs = depth * 2 * (2 * (16 >> i)**2) * dim * dim * ratio
+        assert float(rows[f'stage {i} MLPs ({depth})'][2]) == \
+            pytest.approx(gemm_macs / 1e6, abs=0.05)
+    parts = [rows[name] for name in expected]
+    whole = float(rows['whole forward'][2])
+    assert sum(float(p[2]) for p in parts) == \
+        pytest.approx(whole, abs=0.05 * len(parts))
+    assert float(rows['sum of the parts'][2]) == pytest.approx(whole,
+                                                               abs=0.05)
+    assert sum(float(p[1]) for p in parts) == pytest.approx(100, abs=0.5)
+    assert sum(float(p[0]) for p in parts) == pytest.approx(
+        float(rows['sum of the parts'][0]), abs=0.01 * len(parts))
+    assert all(float(p[0]) > 0 for p in parts)
+
+
 @pytest.mark.parametrize('mode', ['train', 'eval', 'deploy'])
 def test_torch_compile_captures_one_graph(mode):
     """torch.compile sees the whole backbone as one graph (no graph breaks)

@@ -25,6 +25,14 @@ CPU, 8192 on GPU) timed in the same interleaved rounds: ``2 * MACs * img/s``
 (x3 for a train step) over the ``mm`` rate. ``--compile`` wraps every model
 in ``torch.compile``; on GPU cuDNN autotuning is on for every model.
 
+Breakdown mode (``--breakdown ours|deploy``) times the parts of our network
+on the activations they see in a forward pass, interleaved with the whole
+forward and the ``torch.mm`` step: the stem, each downsample, each stage's
+token mixers (with the block norms) and each stage's MLPs (the inference path
+with its fused epilogues and the residual sum). It prints milliseconds per
+batch, the share of the sum of the parts, MACs and the fraction of the
+``mm`` rate of every part: where the time goes.
+
 Detector mode (``--detector``) builds our Mask R-CNN InceptionNeXt-T config
 and mmdet's own ``mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py``
 (with mmpretrain's ConvNeXt), and times a train step (data preprocessor,
@@ -42,6 +50,8 @@ Examples::
     # GPU, bf16 autocast
     python tools/analysis_tools/benchmark.py --device cuda --amp bf16 \\
         --batch 64
+    # where the time of deploy inference goes
+    python tools/analysis_tools/benchmark.py --breakdown deploy
     # Mask R-CNN, train step and inference
     python tools/analysis_tools/benchmark.py --detector --input-size 800 1216
 
@@ -108,6 +118,9 @@ def parse_args(argv=None):
                         'during the warm-up rounds)')
     parser.add_argument('--no-flops', action='store_true',
                         help='skip the FLOPs analysis (faster)')
+    parser.add_argument('--breakdown', choices=['ours', 'deploy'],
+                        help='time the parts of our (or our deploy) network '
+                        'in inference instead of comparing models')
     parser.add_argument('--detector', action='store_true',
                         help='Mask R-CNN InceptionNeXt-T vs mmdet ConvNeXt-T')
     parser.add_argument('--det-config', default=OUR_DET_CONFIG)
@@ -117,6 +130,8 @@ def parse_args(argv=None):
         args.input_size = args.input_size * 2
     if len(args.input_size) != 2:
         parser.error('--input-size takes H or H W')
+    if args.breakdown and args.detector:
+        parser.error('--breakdown and --detector exclude each other')
     if args.amp == 'fp16' and args.device == 'cpu':
         parser.error('--amp fp16 needs --device cuda (use bf16 on CPU)')
     return args
@@ -292,6 +307,99 @@ def complexity(model, x):
 
 
 # ----------------------------------------------------------------------
+# breakdown of our network
+def breakdown_parts(model, x, args):
+    """``{part: (step, MACs per batch)}`` for the stem, each downsample and
+    each stage's token mixers and MLPs of ``model`` (eval mode), every step
+    fed the activations it sees in a forward pass of ``x``, plus the whole
+    forward."""
+    from mmengine.analysis import FlopAnalyzer
+    analyzer = FlopAnalyzer(copy.deepcopy(model), inputs=(x, ))
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    macs = analyzer.by_module()
+
+    def inference(fn):
+        def step():
+            with torch.no_grad(), autocast(args):
+                fn()
+        return step
+
+    parts = {}
+    with torch.no_grad(), autocast(args):
+        parts['stem'] = (inference(lambda: model.stem(x)), macs['stem'])
+        h = model.stem(x)
+        for i, stage in enumerate(model.stages):
+            if not isinstance(stage.downsample, nn.Identity):
+                parts[f'stage {i} downsample'] = (
+                    inference(lambda s=stage, t=h: s.downsample(t)),
+                    macs[f'stages.{i}.downsample'])
+                h = stage.downsample(h)
+            inputs, mixed = [], []
+            for block in stage.blocks:
+                inputs.append(h)
+                mixed.append(block.norm(block.token_mixer(h)))
+                h = block(h)
+
+            def mixers(blocks=stage.blocks, inputs=inputs):
+                for block, t in zip(blocks, inputs):
+                    block.norm(block.token_mixer(t))
+
+            def mlps(blocks=stage.blocks, inputs=inputs, mixed=mixed):
+                for block, t, m in zip(blocks, inputs, mixed):
+                    block._forward_inference(m, t)
+
+            n = len(stage.blocks)
+            names = [f'stages.{i}.blocks.{j}' for j in range(n)]
+            parts[f'stage {i} token mixers ({n})'] = (
+                inference(mixers),
+                sum(macs[f'{b}.token_mixer'] for b in names))
+            parts[f'stage {i} MLPs ({n})'] = (
+                inference(mlps), sum(macs[f'{b}.mlp'] for b in names))
+    parts['whole forward'] = (inference(lambda: model(x)), macs[''])
+    return parts
+
+
+def run_breakdown(x, args):
+    from mmincnext.models import InceptionNeXt
+    torch.manual_seed(args.seed)
+    model = InceptionNeXt(args.arch).to(args.device)
+    model.init_weights()
+    model.eval()
+    if args.breakdown == 'deploy':
+        model.switch_to_deploy()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    parts = breakdown_parts(model, x, args)
+    mm_step, mm_flops = matmul_step(args)
+    times = run_interleaved({**{k: v[0] for k, v in parts.items()},
+                             MM: mm_step}, args.warmup, args.repeats,
+                            args.device)
+    seconds = {k: statistics.median(v) for k, v in times.items()}
+    rate = mm_flops / seconds.pop(MM)
+    total = sum(t for k, t in seconds.items() if k != 'whole forward')
+    rows = [dict(part=k, ms=seconds[k] * 1e3,
+                 share=seconds[k] / total if k != 'whole forward' else None,
+                 macs=macs, mm_frac=2 * macs / seconds[k] / rate)
+            for k, (_, macs) in parts.items()]
+    macs = sum(m for k, (_, m) in parts.items() if k != 'whole forward')
+    rows.insert(-1, dict(part='sum of the parts', ms=total * 1e3, share=1.,
+                         macs=macs, mm_frac=2 * macs / total / rate))
+    header = ['part', 'ms', '% of time', 'MMACs', '% of mm rate']
+    lines = [[r['part'], f"{r['ms']:.2f}",
+              f"{r['share'] * 100:.1f}" if r['share'] is not None else '-',
+              f"{r['macs'] / 1e6:.1f}", f"{r['mm_frac'] * 100:.0f}"]
+             for r in rows]
+    print(f'\n{args.arch} {args.breakdown} inference | input '
+          f'{"x".join(map(str, x.shape))} | {device_name(args)} | torch '
+          f'{torch.__version__} | amp {args.amp} | median of {args.repeats} '
+          f'interleaved rounds after {args.warmup} warm-up | torch.mm '
+          f'{rate / 1e9:.0f} GFLOP/s')
+    print(markdown_table(header, lines, left_columns=1))
+    return rows
+
+
+# ----------------------------------------------------------------------
 # detectors
 def build_detectors(args):
     from mmdet.utils import register_all_modules
@@ -358,30 +466,41 @@ def detector_steps(detectors, data, args, mode):
 
 
 # ----------------------------------------------------------------------
-def format_table(rows, reference):
-    header = ['model', 'mode', 'img/s', f'x {LABELS[reference]}',
-              'peak MB', 'params M', 'GMACs/img', '% of mm rate']
-    lines = [header]
-    for row in rows:
-        lines.append([
-            LABELS[row['model']], row['mode'], f"{row['img_s']:.2f}",
-            f"{row['ratio']:.2f}" if row['ratio'] is not None else '-',
-            f"{row['peak_mb']:.0f}",
-            f"{row['params'] / 1e6:.2f}" if row['params'] else '-',
-            f"{row['macs'] / 1e9:.2f}" if row['macs'] else '-',
-            f"{row['mm_frac'] * 100:.0f}" if row['mm_frac'] else '-'
-        ])
+def markdown_table(header, lines, left_columns):
+    """A markdown table; the first ``left_columns`` columns left-aligned,
+    the others right-aligned."""
+    lines = [header] + lines
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for i, line in enumerate(lines):
         out.append('| ' + ' | '.join(
-            cell.ljust(w) if j < 2 else cell.rjust(w)
+            cell.ljust(w) if j < left_columns else cell.rjust(w)
             for j, (cell, w) in enumerate(zip(line, widths))) + ' |')
         if i == 0:
             out.append('|' + '|'.join(
-                '-' * (w + 1) + (':' if j >= 2 else '-')
+                '-' * (w + 1) + (':' if j >= left_columns else '-')
                 for j, w in enumerate(widths)) + '|')
     return '\n'.join(out)
+
+
+def format_table(rows, reference):
+    header = ['model', 'mode', 'img/s', f'x {LABELS[reference]}',
+              'peak MB', 'params M', 'GMACs/img', '% of mm rate']
+    lines = [[
+        LABELS[row['model']], row['mode'], f"{row['img_s']:.2f}",
+        f"{row['ratio']:.2f}" if row['ratio'] is not None else '-',
+        f"{row['peak_mb']:.0f}",
+        f"{row['params'] / 1e6:.2f}" if row['params'] else '-',
+        f"{row['macs'] / 1e9:.2f}" if row['macs'] else '-',
+        f"{row['mm_frac'] * 100:.0f}" if row['mm_frac'] else '-'
+    ] for row in rows]
+    return markdown_table(header, lines, left_columns=2)
+
+
+def device_name(args):
+    return (torch.cuda.get_device_name() if args.device == 'cuda' else
+            f'{platform.processor() or platform.machine()}, '
+            f'{torch.get_num_threads()} threads')
 
 
 def main(argv=None):
@@ -396,6 +515,8 @@ def main(argv=None):
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
+    if args.breakdown:
+        return run_breakdown(x, args)
     if args.detector:
         models = build_detectors(args)
         data = detector_data(args)
@@ -435,12 +556,9 @@ def main(argv=None):
         row['mm_frac'] = (flops_per_img * row['img_s'] / 1e9 / rate
                           if flops_per_img else None)
 
-    device = (torch.cuda.get_device_name() if args.device == 'cuda' else
-              f'{platform.processor() or platform.machine()}, '
-              f'{torch.get_num_threads()} threads')
     print(f'\n{"Mask R-CNN" if args.detector else args.arch} | input '
-          f'{args.batch}x3x{h}x{w} | {device} | torch {torch.__version__} | '
-          f'amp {args.amp} | channels_last {args.channels_last} | compile '
+          f'{args.batch}x3x{h}x{w} | {device_name(args)} | torch '
+          f'{torch.__version__} | amp {args.amp} | channels_last {args.channels_last} | compile '
           f'{args.compile} | median of '
           f'{args.repeats} interleaved rounds after {args.warmup} warm-up | '
           f'torch.mm {rate:.0f} GFLOP/s')
