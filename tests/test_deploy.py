@@ -221,6 +221,10 @@ def test_benchmark_breakdown_accounts_for_the_whole_network():
     assert sum(float(p[0]) for p in parts) == pytest.approx(
         float(rows['sum of the parts'][0]), abs=0.01 * len(parts))
     assert all(float(p[0]) > 0 for p in parts)
+    # options it cannot honour are refused, not ignored
+    proc = subprocess.run(cmd + ['--compile'], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and 'nor --compile' in proc.stderr
 
 
 @pytest.mark.parametrize('mode', ['train', 'eval', 'deploy'])

@@ -130,8 +130,9 @@ def parse_args(argv=None):
         args.input_size = args.input_size * 2
     if len(args.input_size) != 2:
         parser.error('--input-size takes H or H W')
-    if args.breakdown and args.detector:
-        parser.error('--breakdown and --detector exclude each other')
+    if args.breakdown and (args.detector or args.compile):
+        parser.error('--breakdown times eager backbone parts: it takes '
+                     'neither --detector nor --compile')
     if args.amp == 'fp16' and args.device == 'cpu':
         parser.error('--amp fp16 needs --device cuda (use bf16 on CPU)')
     return args
