@@ -559,8 +559,8 @@ def main(argv=None):
 
     print(f'\n{"Mask R-CNN" if args.detector else args.arch} | input '
           f'{args.batch}x3x{h}x{w} | {device_name(args)} | torch '
-          f'{torch.__version__} | amp {args.amp} | channels_last {args.channels_last} | compile '
-          f'{args.compile} | median of '
+          f'{torch.__version__} | amp {args.amp} | channels_last '
+          f'{args.channels_last} | compile {args.compile} | median of '
           f'{args.repeats} interleaved rounds after {args.warmup} warm-up | '
           f'torch.mm {rate:.0f} GFLOP/s')
     print(format_table(rows, reference))
