@@ -186,12 +186,13 @@ def test_benchmark_script_smoke():
     assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'
 
 
-def test_benchmark_breakdown_accounts_for_the_whole_network():
+@pytest.mark.parametrize('model', ['ours', 'deploy'])
+def test_benchmark_breakdown_accounts_for_the_whole_network(model):
     """``--breakdown`` times every part of the network once: the parts'
     MACs add up to the whole forward's, each stage's MLP row has the MACs of
     its GEMMs, and the time shares add up to 100 %."""
     cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--breakdown',
-           'deploy', '--arch', 'atto', '--input-size', '64', '--batch', '2',
+           model, '--arch', 'atto', '--input-size', '64', '--batch', '2',
            '--warmup', '0', '--repeats', '1', '--threads', '1']
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           timeout=300)

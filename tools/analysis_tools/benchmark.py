@@ -312,8 +312,8 @@ def complexity(model, x):
 def breakdown_parts(model, x, args):
     """``{part: (step, MACs per batch)}`` for the stem, each downsample and
     each stage's token mixers and MLPs of ``model`` (eval mode), every step
-    fed the activations it sees in a forward pass of ``x``, plus the whole
-    forward."""
+    fed the activations it sees in a forward pass of ``x``; and the same
+    ``(step, MACs)`` for the whole forward."""
     from mmengine.analysis import FlopAnalyzer
     analyzer = FlopAnalyzer(copy.deepcopy(model), inputs=(x, ))
     analyzer.unsupported_ops_warnings(False)
@@ -354,11 +354,11 @@ def breakdown_parts(model, x, args):
             names = [f'stages.{i}.blocks.{j}' for j in range(n)]
             parts[f'stage {i} token mixers ({n})'] = (
                 inference(mixers),
-                sum(macs[f'{b}.token_mixer'] for b in names))
+                sum(macs[f'{b}.token_mixer'] + macs[f'{b}.norm']
+                    for b in names))
             parts[f'stage {i} MLPs ({n})'] = (
                 inference(mlps), sum(macs[f'{b}.mlp'] for b in names))
-    parts['whole forward'] = (inference(lambda: model(x)), macs[''])
-    return parts
+    return parts, (inference(lambda: model(x)), macs[''])
 
 
 def run_breakdown(x, args):
@@ -371,21 +371,26 @@ def run_breakdown(x, args):
         model.switch_to_deploy()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    parts = breakdown_parts(model, x, args)
+    parts, (whole_step, whole_macs) = breakdown_parts(model, x, args)
     mm_step, mm_flops = matmul_step(args)
-    times = run_interleaved({**{k: v[0] for k, v in parts.items()},
-                             MM: mm_step}, args.warmup, args.repeats,
-                            args.device)
+    times = run_interleaved(
+        {**{k: step for k, (step, _) in parts.items()},
+         'whole forward': whole_step, MM: mm_step},
+        args.warmup, args.repeats, args.device)
     seconds = {k: statistics.median(v) for k, v in times.items()}
     rate = mm_flops / seconds.pop(MM)
-    total = sum(t for k, t in seconds.items() if k != 'whole forward')
-    rows = [dict(part=k, ms=seconds[k] * 1e3,
-                 share=seconds[k] / total if k != 'whole forward' else None,
-                 macs=macs, mm_frac=2 * macs / seconds[k] / rate)
+    whole_seconds = seconds.pop('whole forward')
+    total = sum(seconds.values())
+
+    def row(part, sec, macs, share):
+        return dict(part=part, ms=sec * 1e3, share=share, macs=macs,
+                    mm_frac=2 * macs / sec / rate)
+
+    rows = [row(k, seconds[k], macs, seconds[k] / total)
             for k, (_, macs) in parts.items()]
-    macs = sum(m for k, (_, m) in parts.items() if k != 'whole forward')
-    rows.insert(-1, dict(part='sum of the parts', ms=total * 1e3, share=1.,
-                         macs=macs, mm_frac=2 * macs / total / rate))
+    rows.append(row('sum of the parts', total,
+                    sum(macs for _, macs in parts.values()), 1.))
+    rows.append(row('whole forward', whole_seconds, whole_macs, None))
     header = ['part', 'ms', '% of time', 'MMACs', '% of mm rate']
     lines = [[r['part'], f"{r['ms']:.2f}",
               f"{r['share'] * 100:.1f}" if r['share'] is not None else '-',
