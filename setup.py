@@ -1,4 +1,7 @@
+import os
 import os.path as osp
+import platform
+import warnings
 
 from setuptools import find_packages, setup
 
@@ -17,6 +20,38 @@ def read_requirements(name):
                 if line.split('#')[0].strip()]
 
 
+def extensions():
+    """``mmincnext._ext``: the fused MLP kernel for CPU inference (x86-64).
+
+    Optional: skipped when torch is not importable (an isolated build), on
+    other architectures or with ``MMINCNEXT_WITH_OPS=0``; a failed compile
+    warns and installs the pure-Python package (see mmincnext/ops).
+    """
+    if os.getenv('MMINCNEXT_WITH_OPS', '1') == '0' \
+            or platform.machine().lower() not in ('x86_64', 'amd64'):
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return [], {}
+
+    class OptionalBuildExtension(BuildExtension):
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as e:  # compiler missing or failing
+                warnings.warn(f'mmincnext._ext was not built ({e}); '
+                              "PyTorch's kernels will be used instead")
+
+    ext = CppExtension(
+        'mmincnext._ext', ['mmincnext/ops/csrc/fused_mlp.cpp'],
+        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
+    return [ext], {'build_ext': OptionalBuildExtension}
+
+
+ext_modules, cmdclass = extensions()
+
 setup(
     name='mmincnext',
     version=read_version(),
@@ -30,6 +65,8 @@ setup(
     # ops. tools/setup_env.sh builds it; see README.
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt')},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -42,7 +42,7 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 stamp_file() {
     if [ "$VENV" = system ]; then echo "$ROOT/.mmincnext-env-stamp"; else echo "$VENV/.mmincnext-env-stamp"; fi
 }
-want_stamp=$(cat setup.py requirements/*.txt tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+want_stamp=$(cat setup.py requirements/*.txt tools/setup_env.sh mmincnext/ops/csrc/* | sha256sum | cut -d' ' -f1)
 check_imports='import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmincnext
 assert mmcv.__version__ == "'$MMCV_VERSION'", mmcv.__version__'
 
@@ -122,7 +122,8 @@ else
     fi
 fi
 
-# --- mmincnext (editable) ------------------------------------------------
+# --- mmincnext (editable), with its C++ kernel (mmincnext/ops) -----------
+log "installing mmincnext (compiles mmincnext._ext, about a minute)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 "$PY" -c "$check_imports"
 echo "$want_stamp" > "$(stamp_file)"

@@ -9,6 +9,10 @@ Backbone mode (default) compares, at the same size (``--arch``):
 * ``InceptionNeXt`` -- this package (channels-last internally);
 * ``InceptionNeXt deploy`` -- the same after ``switch_to_deploy()`` (BN
   folded; inference only);
+* ``InceptionNeXt unfused`` / ``InceptionNeXt deploy unfused`` -- both with
+  ``fused_mlp=False`` (oneDNN's GEMMs for every MLP instead of mmincnext's
+  compiled kernel in the first two stages; inference only, not in the
+  default list: ``--models ours unfused deploy deploy_unfused convnext``);
 * ``InceptionNeXt official`` -- timm's ``inception_next_<arch>`` (the official
   code), loaded with the *same* weights; its four stage outputs are computed
   with ``forward_intermediates``;
@@ -72,11 +76,16 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
-BACKBONE_MODELS = ('ours', 'deploy', 'official', 'convnext')
+BACKBONE_MODELS = ('ours', 'deploy', 'unfused', 'deploy_unfused', 'official',
+                   'convnext')
+DEFAULT_MODELS = ('ours', 'deploy', 'official', 'convnext')
+INFERENCE_ONLY = ('deploy', 'unfused', 'deploy_unfused')
 MM = 'torch.mm'  # the matrix-multiply reference step
 LABELS = {
     'ours': 'InceptionNeXt',
     'deploy': 'InceptionNeXt deploy',
+    'unfused': 'InceptionNeXt unfused',
+    'deploy_unfused': 'InceptionNeXt deploy unfused',
     'official': 'InceptionNeXt official (timm)',
     'convnext': 'ConvNeXt (mmpretrain)',
     'det_ours': 'Mask R-CNN InceptionNeXt-T',
@@ -93,7 +102,7 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', default='tiny',
                         help='InceptionNeXt size; ConvNeXt of the same name')
-    parser.add_argument('--models', nargs='+', default=list(BACKBONE_MODELS),
+    parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS),
                         choices=BACKBONE_MODELS)
     parser.add_argument('--modes', nargs='+', default=['inference', 'train'],
                         choices=['inference', 'train'])
@@ -229,6 +238,16 @@ def build_backbones(args):
         deploy = copy.deepcopy(ours).eval()
         deploy.switch_to_deploy()
         models['deploy'] = deploy
+    if {'unfused', 'deploy_unfused'} & set(args.models):
+        unfused = InceptionNeXt(args.arch, out_indices=(0, 1, 2, 3),
+                                fused_mlp=False)
+        unfused.load_state_dict(ours.state_dict())
+        if 'unfused' in args.models:
+            models['unfused'] = unfused
+        if 'deploy_unfused' in args.models:
+            deploy = copy.deepcopy(unfused).eval()
+            deploy.switch_to_deploy()
+            models['deploy_unfused'] = deploy
     if 'official' in args.models:
         import timm
         official = timm.create_model(
@@ -272,8 +291,8 @@ def backbone_steps(models, x, args, mode):
                 with torch.no_grad(), autocast(args):
                     model(x)
         else:
-            if name == 'deploy':
-                continue  # deploy is inference-only
+            if name in INFERENCE_ONLY:
+                continue  # deploy: inference-only; unfused: = ours
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 

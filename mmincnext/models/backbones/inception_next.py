@@ -23,6 +23,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmincnext import ops
 from mmincnext.registry import MODELS, register_everywhere
 
 
@@ -103,6 +104,13 @@ class ConvMlp(nn.Module):
 # 6-16 MiB about the same). Inputs of at most two blocks go in one piece.
 MLP_BLOCK_BYTES = 8 * 2**20
 
+# mmincnext's compiled kernel (``mmincnext.ops.fused_mlp``) keeps both MLP
+# weights in L2 while it streams row blocks through fc1, GELU and fc2. Where
+# they take at most this many bytes (the first two stages: 0.3 and 1.2 MB for
+# tiny) it runs the MLP at 75-86 % of the large-GEMM rate against 57-72 % for
+# oneDNN's two GEMMs; for the larger weights of stages 2-3 oneDNN is faster.
+FUSED_MLP_MAX_WEIGHT_BYTES = 2 * 2**20
+
 
 class MetaNeXtBlock(nn.Module):
     """``x + drop_path(gamma * mlp(norm(token_mixer(x))))``.
@@ -118,6 +126,9 @@ class MetaNeXtBlock(nn.Module):
         layer_scale_init_value (float): Init of the per-channel scale
             ``gamma``; 0 disables it.
         drop_path_rate (float): Stochastic depth rate of this block.
+        fused_mlp (bool): Run the MLP of CPU inference with
+            :func:`mmincnext.ops.fused_mlp` where it applies (see
+            :class:`InceptionNeXt`).
     """
 
     def __init__(self,
@@ -126,7 +137,8 @@ class MetaNeXtBlock(nn.Module):
                  norm_cfg: dict = dict(type='BN'),
                  mlp_ratio: float = 4.,
                  layer_scale_init_value: float = 1e-6,
-                 drop_path_rate: float = 0.):
+                 drop_path_rate: float = 0.,
+                 fused_mlp: bool = True):
         super().__init__()
         self.token_mixer = InceptionDWConv2d(dim, **mixer_cfg)
         self.norm = build_norm_layer(norm_cfg, dim)[1]
@@ -138,6 +150,7 @@ class MetaNeXtBlock(nn.Module):
             self.gamma = None
         self.drop_path = DropPath(
             drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+        self.fused_mlp = fused_mlp
         self.deploy = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,18 +167,28 @@ class MetaNeXtBlock(nn.Module):
                            shortcut: torch.Tensor) -> torch.Tensor:
         """``shortcut + gamma * fc2(gelu(fc1(x)))`` without autograd.
 
-        On CPU, oneDNN runs each GEMM with its epilogue fused: bias and GELU
-        into ``fc1``; bias and, once :meth:`switch_to_deploy` has folded
-        ``gamma`` into ``fc2``, the residual sum into ``fc2`` (else one
-        ``addcmul``). That saves three to four passes over the activations;
-        large inputs go through the MLP in row blocks of about
-        ``MLP_BLOCK_BYTES`` of hidden activations, which stay in cache.
-        Elsewhere (GPU, ``torch.compile``) the residual sum is the GEMM's
-        accumulator (``addmm``) or an ``addcmul``."""
+        On CPU, in float32, with weights of at most
+        ``FUSED_MLP_MAX_WEIGHT_BYTES``, mmincnext's compiled kernel runs the
+        whole MLP (``gamma`` folded into ``fc2``) in row blocks whose hidden
+        activations stay in L2. Otherwise on CPU, oneDNN runs each GEMM with
+        its epilogue fused: bias and GELU into ``fc1``; bias and, once
+        :meth:`switch_to_deploy` has folded ``gamma`` into ``fc2``, the
+        residual sum into ``fc2`` (else one ``addcmul``). That saves three to
+        four passes over the activations; large inputs go through the MLP in
+        row blocks of about ``MLP_BLOCK_BYTES`` of hidden activations, which
+        stay in cache. Elsewhere (GPU, ``torch.compile``) the residual sum is
+        the GEMM's accumulator (``addmm``) or an ``addcmul``."""
         x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
         w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
-        if _onednn_fusion_applies(x, shortcut, w1, w2):
+        if self.fused_mlp and _fused_mlp_applies(x, shortcut, w1, w2):
+            b2 = fc2.bias
+            if self.gamma is not None:
+                w2, b2 = w2 * self.gamma[:, None], b2 * self.gamma
+            n, h, w, c = x.shape
+            x = ops.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c), w1,
+                              fc1.bias, w2, b2).view(n, h, w, c)
+        elif _onednn_fusion_applies(x, shortcut, w1, w2):
             rows = max(1, MLP_BLOCK_BYTES // (w1.shape[0] * x.element_size()))
             if x.shape[:-1].numel() <= 2 * rows:
                 x = self._mlp_onednn(x, shortcut, w1, w2)
@@ -301,6 +324,13 @@ class InceptionNeXt(BaseModule):
             (frozen statistics). Defaults to False.
         with_cp (bool): Gradient checkpointing of each block (less memory,
             slower). Defaults to False.
+        fused_mlp (bool): In CPU inference (float32, no autograd, eager),
+            run the MLPs of the stages with channels a multiple of 16 and
+            weights of at most 2 MB (the first two of tiny, small and base)
+            with mmincnext's compiled kernel, ``mmincnext.ops.fused_mlp``,
+            when it is built (``mmincnext.ops.fused_mlp_available()``).
+            Outputs match the unfused path within float32 rounding. Defaults
+            to True.
         init_cfg (dict | list[dict], optional): Initialization.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official/timm ImageNet checkpoint (plain, ``state_dict``/``model``
@@ -341,6 +371,7 @@ class InceptionNeXt(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 fused_mlp: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self.parse_arch(arch)
@@ -385,7 +416,8 @@ class InceptionNeXt(BaseModule):
                     with_cp=with_cp,
                     mixer_cfg=mixer_cfg,
                     mlp_ratio=self.arch['mlp_ratios'][i],
-                    layer_scale_init_value=layer_scale_init_value))
+                    layer_scale_init_value=layer_scale_init_value,
+                    fused_mlp=fused_mlp))
 
         self.out_norm_cfg = out_norm_cfg
         if out_norm_cfg is not None:
@@ -692,6 +724,21 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
             and all(t.device.type == 'cpu' and t.is_contiguous()
                     and t.dtype in (torch.float32, torch.bfloat16)
                     and t.dtype == tensors[0].dtype for t in tensors))
+
+
+def _fused_mlp_applies(x: torch.Tensor, shortcut: torch.Tensor,
+                       w1: torch.Tensor, w2: torch.Tensor) -> bool:
+    """Whether :func:`mmincnext.ops.fused_mlp` can run this MLP, and is the
+    faster choice: its kernel is built and supported by the CPU, the tensors
+    qualify for oneDNN's fused ops in float32, the channel counts are
+    multiples of 16 and the weights fit ``FUSED_MLP_MAX_WEIGHT_BYTES``."""
+    hidden, channels = w1.shape
+    return (_onednn_fusion_applies(x, shortcut, w1, w2)  # first: compiling
+            and ops.fused_mlp_available()
+            and x.dtype == torch.float32
+            and channels % 16 == 0 and hidden % 16 == 0
+            and 2 * w1.numel() * w1.element_size()
+            <= FUSED_MLP_MAX_WEIGHT_BYTES)
 
 
 def _bn_scale_shift(bn: _BatchNorm):
