@@ -123,8 +123,16 @@ else
 fi
 
 # --- mmincnext (editable), with its C++ kernel (mmincnext/ops) -----------
-log "installing mmincnext (compiles mmincnext._ext, about a minute)"
+log "installing mmincnext and compiling mmincnext._ext (about a minute)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+# The kernel is built in place explicitly: pip < 25 installs a setup.py
+# project through `setup.py develop`, which builds in an isolated environment
+# without torch and so skips the extension.
+ext_log=$(mktemp)
+"$PY" setup.py build_ext --inplace >"$ext_log" 2>&1 || { tail -30 "$ext_log"; exit 1; }
+grep -h 'was not built' "$ext_log" || true  # OptionalBuildExtension's warning
+rm -f "$ext_log"
+"$PY" -c 'import mmincnext.ops as ops; print("[setup] fused MLP kernel (mmincnext._ext):", "available" if ops.fused_mlp_available() else "not available here, PyTorch kernels are used")'
 "$PY" -c "$check_imports"
 echo "$want_stamp" > "$(stamp_file)"
 log "environment ready: $PY ($("$PY" -c 'import torch, mmcv, mmdet, mmseg; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}")'))"

@@ -7,18 +7,25 @@ PyTorch's own kernels with the same results; :func:`fused_mlp_available`
 tells which.
 """
 import functools
+import importlib
+import importlib.util
 import warnings
 
-try:
-    from mmincnext import _ext
-except ModuleNotFoundError:  # not built: a pure-Python install
-    _ext = None
-except ImportError as e:  # built, but against another torch: say so
-    warnings.warn(
-        f'mmincnext._ext does not load ({e}); rebuild it with '
-        '`pip install --no-build-isolation -e .`. Falling back to '
-        "PyTorch's kernels.")
-    _ext = None
+
+def _load_extension():
+    if importlib.util.find_spec('mmincnext._ext') is None:
+        return None  # not built: a pure-Python install
+    try:
+        return importlib.import_module('mmincnext._ext')
+    except ImportError as e:  # built, but e.g. against another torch
+        warnings.warn(
+            f'mmincnext._ext does not load ({e}); rebuild it with '
+            '`pip install --no-build-isolation -e .` or `python setup.py '
+            "build_ext --inplace`. Falling back to PyTorch's kernels.")
+        return None
+
+
+_ext = _load_extension()
 
 
 @functools.lru_cache(maxsize=None)
