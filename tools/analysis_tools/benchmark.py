@@ -235,9 +235,7 @@ def build_backbones(args):
     if 'ours' in args.models:
         models['ours'] = ours
     if 'deploy' in args.models:
-        deploy = copy.deepcopy(ours).eval()
-        deploy.switch_to_deploy()
-        models['deploy'] = deploy
+        models['deploy'] = deployed(ours)
     if {'unfused', 'deploy_unfused'} & set(args.models):
         unfused = InceptionNeXt(args.arch, out_indices=(0, 1, 2, 3),
                                 fused_mlp=False)
@@ -245,9 +243,7 @@ def build_backbones(args):
         if 'unfused' in args.models:
             models['unfused'] = unfused
         if 'deploy_unfused' in args.models:
-            deploy = copy.deepcopy(unfused).eval()
-            deploy.switch_to_deploy()
-            models['deploy_unfused'] = deploy
+            models['deploy_unfused'] = deployed(unfused)
     if 'official' in args.models:
         import timm
         official = timm.create_model(
@@ -266,6 +262,13 @@ def build_backbones(args):
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
     return models
+
+
+def deployed(model):
+    """A copy of ``model`` in eval mode after ``switch_to_deploy()``."""
+    model = copy.deepcopy(model).eval()
+    model.switch_to_deploy()
+    return model
 
 
 def maybe_compile(fn, args):

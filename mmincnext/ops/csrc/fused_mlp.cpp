@@ -157,7 +157,6 @@ void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
 // Register blocking by the width of the output: NV vectors of 16 columns
 // per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
 int panel_vectors(int64_t n) { return n % 64 == 0 ? 4 : n % 48 == 0 ? 3 : n % 32 == 0 ? 2 : 1; }
-int micro_rows(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }
 
 template <Epilogue EPI>
 void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
