@@ -124,10 +124,11 @@ fi
 
 # --- mmincnext (editable), with its C++ kernel (mmincnext/ops) -----------
 log "installing mmincnext and compiling mmincnext._ext (about a minute)"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e .
-# The kernel is built in place explicitly: pip < 25 installs a setup.py
-# project through `setup.py develop`, which builds in an isolated environment
-# without torch and so skips the extension.
+# pip installs the package alone (MMINCNEXT_WITH_OPS=0) and the kernel is
+# built once, in place: pip < 25 installs a setup.py project through
+# `setup.py develop`, which builds in an isolated environment without torch
+# and would skip it; newer pips would compile it a second time.
+MMINCNEXT_WITH_OPS=0 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 ext_log=$(mktemp)
 "$PY" setup.py build_ext --inplace >"$ext_log" 2>&1 || { tail -30 "$ext_log"; exit 1; }
 grep -h 'was not built' "$ext_log" || true  # OptionalBuildExtension's warning
