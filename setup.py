@@ -45,7 +45,7 @@ def extensions():
                               "PyTorch's kernels will be used instead")
 
     ext = CppExtension(
-        'mmincnext._ext', ['mmincnext/ops/csrc/fused_mlp.cpp'],
+        'mmincnext._ext', ['mmincnext/ops/csrc/cpu_kernels.cpp'],
         extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': OptionalBuildExtension}
 

@@ -10,8 +10,8 @@ Backbone mode (default) compares, at the same size (``--arch``):
 * ``InceptionNeXt deploy`` -- the same after ``switch_to_deploy()`` (BN
   folded; inference only);
 * ``InceptionNeXt unfused`` / ``InceptionNeXt deploy unfused`` -- both with
-  ``fused_mlp=False`` (oneDNN's GEMMs for every MLP instead of mmincnext's
-  compiled kernel in the first two stages; inference only, not in the
+  ``cpu_kernels=False``: PyTorch's token mixer and oneDNN's GEMMs everywhere
+  instead of mmincnext's compiled kernels (inference only, not in the
   default list: ``--models ours unfused deploy deploy_unfused convnext``);
 * ``InceptionNeXt official`` -- timm's ``inception_next_<arch>`` (the official
   code), loaded with the *same* weights; its four stage outputs are computed
@@ -33,7 +33,8 @@ Breakdown mode (``--breakdown ours|deploy``) times the parts of our network
 on the activations they see in a forward pass, interleaved with the whole
 forward and the ``torch.mm`` step: the stem, each downsample, each stage's
 token mixers (with the block norms) and each stage's MLPs (the inference path
-with its fused epilogues and the residual sum). It prints milliseconds per
+with its fused epilogues and the residual sum), or each stage's blocks where
+one kernel (``mmincnext.ops.metanext_block``) runs them. It prints ms per
 batch, the share of the sum of the parts, MACs and the fraction of the
 ``mm`` rate of every part: where the time goes.
 
@@ -238,7 +239,7 @@ def build_backbones(args):
         models['deploy'] = deployed(ours)
     if {'unfused', 'deploy_unfused'} & set(args.models):
         unfused = InceptionNeXt(args.arch, out_indices=(0, 1, 2, 3),
-                                fused_mlp=False)
+                                cpu_kernels=False)
         unfused.load_state_dict(ours.state_dict())
         if 'unfused' in args.models:
             models['unfused'] = unfused
@@ -358,28 +359,40 @@ def breakdown_parts(model, x, args):
                     inference(lambda s=stage, t=h: s.downsample(t)),
                     macs[f'stages.{i}.downsample'])
                 h = stage.downsample(h)
-            inputs, mixed = [], []
+            inputs = []
             for block in stage.blocks:
                 inputs.append(h)
-                mixed.append(block.norm(block.token_mixer(h)))
                 h = block(h)
+            n = len(stage.blocks)
+            names = [f'stages.{i}.blocks.{j}' for j in range(n)]
+            mixer_macs = sum(macs[f'{b}.token_mixer'] + macs[f'{b}.norm']
+                             for b in names)
+            mlp_macs = sum(macs[f'{b}.mlp'] for b in names)
+            if all(block._inference_plan(t)[1]
+                   for block, t in zip(stage.blocks, inputs)):
+                # mmincnext.ops.metanext_block: one kernel per block
+                def blocks(blocks=stage.blocks, inputs=inputs):
+                    for block, t in zip(blocks, inputs):
+                        block(t)
+
+                parts[f'stage {i} blocks ({n}, one kernel each)'] = (
+                    inference(blocks), mixer_macs + mlp_macs)
+                continue
 
             def mixers(blocks=stage.blocks, inputs=inputs):
                 for block, t in zip(blocks, inputs):
-                    block.norm(block.token_mixer(t))
+                    block._mix_inference(t, block._inference_plan(t)[0])
+
+            mixed = [block._mix_inference(t, block._inference_plan(t)[0])
+                     for block, t in zip(stage.blocks, inputs)]
 
             def mlps(blocks=stage.blocks, inputs=inputs, mixed=mixed):
                 for block, t, m in zip(blocks, inputs, mixed):
-                    block._forward_inference(m, t)
+                    block._mlp_inference(m, t)
 
-            n = len(stage.blocks)
-            names = [f'stages.{i}.blocks.{j}' for j in range(n)]
-            parts[f'stage {i} token mixers ({n})'] = (
-                inference(mixers),
-                sum(macs[f'{b}.token_mixer'] + macs[f'{b}.norm']
-                    for b in names))
-            parts[f'stage {i} MLPs ({n})'] = (
-                inference(mlps), sum(macs[f'{b}.mlp'] for b in names))
+            parts[f'stage {i} token mixers ({n})'] = (inference(mixers),
+                                                      mixer_macs)
+            parts[f'stage {i} MLPs ({n})'] = (inference(mlps), mlp_macs)
     return parts, (inference(lambda: model(x)), macs[''])
 
 

@@ -126,9 +126,8 @@ class MetaNeXtBlock(nn.Module):
         layer_scale_init_value (float): Init of the per-channel scale
             ``gamma``; 0 disables it.
         drop_path_rate (float): Stochastic depth rate of this block.
-        fused_mlp (bool): Run the MLP of CPU inference with
-            :func:`mmincnext.ops.fused_mlp` where it applies (see
-            :class:`InceptionNeXt`).
+        cpu_kernels (bool): Run CPU inference with mmincnext's compiled
+            kernels where they apply (see :class:`InceptionNeXt`).
     """
 
     def __init__(self,
@@ -138,7 +137,7 @@ class MetaNeXtBlock(nn.Module):
                  mlp_ratio: float = 4.,
                  layer_scale_init_value: float = 1e-6,
                  drop_path_rate: float = 0.,
-                 fused_mlp: bool = True):
+                 cpu_kernels: bool = True):
         super().__init__()
         self.token_mixer = InceptionDWConv2d(dim, **mixer_cfg)
         self.norm = build_norm_layer(norm_cfg, dim)[1]
@@ -150,22 +149,82 @@ class MetaNeXtBlock(nn.Module):
             self.gamma = None
         self.drop_path = DropPath(
             drop_path_rate) if drop_path_rate > 0. else nn.Identity()
-        self.fused_mlp = fused_mlp
+        self.cpu_kernels = cpu_kernels
         self.deploy = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_inference(x)
         shortcut = x
         x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
-        if not self.training and not torch.is_grad_enabled():
-            return self._forward_inference(x, shortcut)
         x = self.mlp(x.permute(0, 2, 3, 1))
         if self.gamma is not None:
             x = x * self.gamma
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
-    def _forward_inference(self, x: torch.Tensor,
-                           shortcut: torch.Tensor) -> torch.Tensor:
-        """``shortcut + gamma * fc2(gelu(fc1(x)))`` without autograd.
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The block without autograd, in eval mode.
+
+        On CPU in float32 with the compiled kernels (see
+        :class:`InceptionNeXt`, ``cpu_kernels``), the token mixer and the
+        block norm (a BatchNorm's running statistics, as a per-channel
+        affine) run as one pass of :func:`mmincnext.ops.inception_mixer`;
+        where the MLP qualifies for :func:`mmincnext.ops.fused_mlp` (see
+        :func:`_fused_mlp_fits`) the whole block is one call of
+        :func:`mmincnext.ops.metanext_block`, whose mixer output never
+        leaves L2. Otherwise PyTorch's modules, then :meth:`_mlp_inference`.
+        """
+        norm, whole = self._inference_plan(x)
+        if whole:
+            fc1 = self.mlp.fc1
+            w2, b2 = self._fc2_scaled()
+            return ops.metanext_block(x, self.token_mixer, *norm,
+                                      fc1.weight.flatten(1), fc1.bias, w2, b2)
+        return self._mlp_inference(self._mix_inference(x, norm), x)
+
+    def _inference_plan(self, x: torch.Tensor) -> tuple:
+        """``(norm, whole)`` for the block input ``x``: ``norm`` is the block
+        norm as the kernels take it (:meth:`_norm_affine`), or None where
+        the kernels do not apply; ``whole`` tells whether
+        :func:`mmincnext.ops.metanext_block` runs the whole block."""
+        if not (self.cpu_kernels and _cpu_kernels_apply(x)):
+            return None, False
+        norm = self._norm_affine()
+        return norm, norm is not None and _fused_mlp_fits(
+            self.mlp.fc1.weight.flatten(1))
+
+    def _mix_inference(self, x: torch.Tensor,
+                       norm: Optional[tuple]) -> torch.Tensor:
+        """``norm(token_mixer(x))``: one kernel call where ``norm`` (from
+        :meth:`_inference_plan`) is given, else PyTorch's modules."""
+        if norm is None:
+            return self.norm(self.token_mixer(x))
+        return ops.inception_mixer(x, self.token_mixer, *norm)
+
+    def _norm_affine(self) -> Optional[tuple]:
+        """``(scale, shift)`` of the block norm as a per-channel affine,
+        ``(None, None)`` without one (deploy), ``None`` if it is not an
+        affine (a BatchNorm in training mode or without running statistics,
+        another norm)."""
+        if isinstance(self.norm, nn.Identity):
+            return None, None
+        if isinstance(self.norm, _BatchNorm) and not self.norm.training \
+                and self.norm.running_mean is not None:
+            return _bn_scale_shift(self.norm)
+        return None
+
+    def _fc2_scaled(self) -> tuple:
+        """``fc2``'s weight ``[C, H]`` and bias times ``gamma``."""
+        fc2 = self.mlp.fc2
+        w2, b2 = fc2.weight.flatten(1), fc2.bias
+        if self.gamma is not None:
+            w2, b2 = w2 * self.gamma[:, None], b2 * self.gamma
+        return w2, b2
+
+    def _mlp_inference(self, x: torch.Tensor,
+                       shortcut: torch.Tensor) -> torch.Tensor:
+        """``shortcut + gamma * fc2(gelu(fc1(x)))`` without autograd, ``x``
+        being the normed token mixer output.
 
         On CPU, in float32, with weights of at most
         ``FUSED_MLP_MAX_WEIGHT_BYTES``, mmincnext's compiled kernel runs the
@@ -181,10 +240,8 @@ class MetaNeXtBlock(nn.Module):
         x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
         w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
-        if self.fused_mlp and _fused_mlp_applies(x, shortcut, w1, w2):
-            b2 = fc2.bias
-            if self.gamma is not None:
-                w2, b2 = w2 * self.gamma[:, None], b2 * self.gamma
+        if self.cpu_kernels and _fused_mlp_applies(x, shortcut, w1, w2):
+            w2, b2 = self._fc2_scaled()
             n, h, w, c = x.shape
             x = ops.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c), w1,
                               fc1.bias, w2, b2).view(n, h, w, c)
@@ -324,13 +381,15 @@ class InceptionNeXt(BaseModule):
             (frozen statistics). Defaults to False.
         with_cp (bool): Gradient checkpointing of each block (less memory,
             slower). Defaults to False.
-        fused_mlp (bool): In CPU inference (float32, no autograd, eager),
-            run the MLPs of the stages with channels a multiple of 16 and
-            weights of at most 2 MB (the first two of tiny, small and base)
-            with mmincnext's compiled kernel, ``mmincnext.ops.fused_mlp``,
-            when it is built (``mmincnext.ops.fused_mlp_available()``).
-            Outputs match the unfused path within float32 rounding. Defaults
-            to True.
+        cpu_kernels (bool): In CPU inference (eval mode, float32, no
+            autograd, eager), use mmincnext's compiled kernels when they are
+            built (``mmincnext.ops.cpu_kernels_available()``): every token
+            mixer with its block norm runs as one pass
+            (``mmincnext.ops.inception_mixer``), and in the stages with
+            channels a multiple of 16 and MLP weights of at most 2 MB (the
+            first two of tiny, small and base) the whole block is one kernel
+            (``mmincnext.ops.metanext_block``). Outputs match PyTorch's
+            modules within float32 rounding. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialization.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official/timm ImageNet checkpoint (plain, ``state_dict``/``model``
@@ -371,7 +430,7 @@ class InceptionNeXt(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 fused_mlp: bool = True,
+                 cpu_kernels: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self.parse_arch(arch)
@@ -417,7 +476,7 @@ class InceptionNeXt(BaseModule):
                     mixer_cfg=mixer_cfg,
                     mlp_ratio=self.arch['mlp_ratios'][i],
                     layer_scale_init_value=layer_scale_init_value,
-                    fused_mlp=fused_mlp))
+                    cpu_kernels=cpu_kernels))
 
         self.out_norm_cfg = out_norm_cfg
         if out_norm_cfg is not None:
@@ -726,19 +785,43 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
                     and t.dtype == tensors[0].dtype for t in tensors))
 
 
-def _fused_mlp_applies(x: torch.Tensor, shortcut: torch.Tensor,
-                       w1: torch.Tensor, w2: torch.Tensor) -> bool:
-    """Whether :func:`mmincnext.ops.fused_mlp` can run this MLP, and is the
-    faster choice: its kernel is built and supported by the CPU, the tensors
-    qualify for oneDNN's fused ops in float32, the channel counts are
-    multiples of 16 and the weights fit ``FUSED_MLP_MAX_WEIGHT_BYTES``."""
+def _cpu_kernels_apply(x: torch.Tensor) -> bool:
+    """Whether mmincnext's compiled kernels can take the block input ``x``:
+    they are built and supported by the CPU, no autograd, not under
+    ``torch.compile`` / tracing, and ``x`` is a float32 CPU tensor in dense
+    channels-last memory."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False  # first: no graph break
+    if x.dim() != 4:
+        return False
+    n, c, h, w = x.shape
+    return (not torch.is_grad_enabled()
+            and ops.cpu_kernels_available()
+            and x.device.type == 'cpu' and x.dtype == torch.float32
+            and x.stride() == (h * w * c, 1, w * c, c))
+
+
+def _fused_mlp_fits(w1: torch.Tensor) -> bool:
+    """Whether :func:`mmincnext.ops.fused_mlp` takes this MLP (``fc1``'s
+    weight ``[H, C]``), and is the faster choice: channel counts that are
+    multiples of 16, weights of at most ``FUSED_MLP_MAX_WEIGHT_BYTES``."""
     hidden, channels = w1.shape
-    return (_onednn_fusion_applies(x, shortcut, w1, w2)  # first: compiling
-            and ops.fused_mlp_available()
-            and x.dtype == torch.float32
+    return (w1.dtype == torch.float32
             and channels % 16 == 0 and hidden % 16 == 0
             and 2 * w1.numel() * w1.element_size()
             <= FUSED_MLP_MAX_WEIGHT_BYTES)
+
+
+def _fused_mlp_applies(x: torch.Tensor, shortcut: torch.Tensor,
+                       w1: torch.Tensor, w2: torch.Tensor) -> bool:
+    """Whether :func:`mmincnext.ops.fused_mlp` can run this MLP on the
+    ``(N, H, W, C)`` views ``x`` and ``shortcut``: the tensors qualify for
+    oneDNN's fused ops in float32, the kernel is built and supported by the
+    CPU, and the weights fit (:func:`_fused_mlp_fits`)."""
+    return (_onednn_fusion_applies(x, shortcut, w1, w2)  # first: compiling
+            and ops.cpu_kernels_available()
+            and x.dtype == torch.float32
+            and _fused_mlp_fits(w1))
 
 
 def _bn_scale_shift(bn: _BatchNorm):

@@ -1,0 +1,469 @@
+// Fused MLP of a MetaNeXt block for CPU inference (fp32, AVX-512):
+//
+//     out = shortcut + fc2(gelu(fc1(x)))
+//
+// x and shortcut are row-major [M, C] (the channels-last view of NCHW
+// activations), fc1 is [H, C] and fc2 [C, H] (weights of 1x1 convs). oneDNN
+// runs fc1 and fc2 as two GEMMs, so the [M, H] hidden activations (four times
+// the input) make a round trip through memory, and at C = 96 or 192 its
+// kernels reach only 40-70 % of the machine's large-GEMM rate. Here each task
+// takes a block of rows whose hidden activations fit in L2, computes them with
+// a register-blocked kernel that applies bias and GELU before the store, and
+// feeds them to fc2 at once, whose kernel adds bias and shortcut before its
+// store. The weights are packed once per call into panels of 16 * NV columns.
+//
+// GELU is the exact (erf) form; erf uses Abramowitz & Stegun 7.1.26 (absolute
+// error 1.5e-7), the approximation oneDNN's fused GELU uses as well.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace {
+
+// Hidden activations computed per task: about a quarter of a 1 MiB L2, so
+// that they, the input rows and a weight panel stay in L2 between fc1 and fc2.
+constexpr int64_t kHiddenBlockBytes = 256 * 1024;
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,fma")
+
+inline __m512 exp512(__m512 x) {  // Cephes expf, ~1 ulp on [-87, 88]
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)),
+                    _mm512_set1_ps(88.3f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x),
+                      _mm512_add_ps(x, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+// gelu(x) = x/2 * (1 + erf(x / sqrt(2)))
+inline __m512 gelu512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  // |x| / sqrt(2), clamped at 5 where erf is 1 in float32 (so that
+  // gelu(+inf) = inf); NaN propagates through the polynomial
+  const __m512 az = _mm512_min_ps(
+      _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f))),
+      _mm512_set1_ps(5.f));
+  const __m512 d = _mm512_fmadd_ps(az, _mm512_set1_ps(0.3275911f), one);
+  __m512 t = _mm512_rcp14_ps(d);  // 1 / d, refined by one Newton step
+  t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const __m512 e = exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), az), az));
+  const __m512 erf_abs = _mm512_fnmadd_ps(p, e, one);  // erf(|x| / sqrt 2)
+  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 erf = _mm512_mask_sub_ps(erf_abs, neg, _mm512_setzero_ps(), erf_abs);
+  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
+                       _mm512_add_ps(erf, one));
+}
+
+enum Epilogue { kBiasGelu, kBiasResidual };
+
+// c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV] + bias), a with row stride
+// lda, b a packed panel, c (and the residual r) with row stride ldc (ldr).
+template <int MR, int NV, Epilogue EPI>
+inline void micro_kernel(const float* a, int64_t lda, const float* b,
+                         int64_t K, const float* bias, const float* r,
+                         int64_t ldr, float* c, int64_t ldc) {
+  constexpr int NR = 16 * NV;
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * NR + 16 * v);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i * lda + k]);
+      for (int v = 0; v < NV; ++v)
+        acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    const __m512 bb = _mm512_loadu_ps(bias + 16 * v);
+    for (int i = 0; i < MR; ++i) {
+      __m512 y = _mm512_add_ps(acc[i][v], bb);
+      if (EPI == kBiasGelu)
+        y = gelu512(y);
+      else
+        y = _mm512_add_ps(y, _mm512_loadu_ps(r + i * ldr + 16 * v));
+      _mm512_storeu_ps(c + i * ldc + 16 * v, y);
+    }
+  }
+}
+
+// The same for the m < MR rows at the end of the input: they are copied to
+// zero-padded buffers and the valid rows copied back.
+template <int MR, int NV, Epilogue EPI>
+void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
+                       int64_t K, const float* bias, const float* r,
+                       int64_t ldr, float* c, int64_t ldc) {
+  constexpr int NR = 16 * NV;
+  std::unique_ptr<float[]> a_pad(new float[MR * K]());
+  float r_pad[MR * NR] = {0}, c_pad[MR * NR];
+  for (int64_t i = 0; i < m; ++i) {
+    std::memcpy(a_pad.get() + i * K, a + i * lda, K * sizeof(float));
+    if (EPI == kBiasResidual)
+      std::memcpy(r_pad + i * NR, r + i * ldr, NR * sizeof(float));
+  }
+  micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR);
+  for (int64_t i = 0; i < m; ++i)
+    std::memcpy(c + i * ldc, c_pad + i * NR, NR * sizeof(float));
+}
+
+inline const float* residual(const float* r, int64_t offset) {
+  return r == nullptr ? nullptr : r + offset;
+}
+
+// c[m, N] = epilogue(a[m, K] @ W^T + bias), W packed by pack_weight.
+template <int MR, int NV, Epilogue EPI>
+void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
+               int64_t K, int64_t N, const float* bias, const float* r,
+               int64_t ldr, float* c, int64_t ldc) {
+  constexpr int NR = 16 * NV;
+  for (int64_t n = 0; n < N; n += NR) {  // a panel of W stays in cache
+    const float* b = packed + n * K;
+    int64_t i = 0;
+    for (; i + MR <= m; i += MR)
+      micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n,
+                                residual(r, i * ldr + n), ldr, c + i * ldc + n, ldc);
+    if (i < m)
+      micro_kernel_tail<MR, NV, EPI>(m - i, a + i * lda, lda, b, K, bias + n,
+                                     residual(r, i * ldr + n), ldr,
+                                     c + i * ldc + n, ldc);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Inception depthwise token mixer on channels-last activations:
+//
+//     y = affine(cat(x_id, dwconv_hw(x_hw), dwconv_w(x_w), dwconv_h(x_h)))
+//
+// with the channels split identity first into (C - 3 gc, gc, gc, gc), a square
+// ks x ks, a 1 x kb and a kb x 1 depthwise conv with zero padding (the official
+// token mixer), and an optional per-channel affine (the block's BatchNorm in
+// eval mode). PyTorch runs it as three depthwise convs on strided channel
+// slices and a cat, four passes over the activations; here each pixel is
+// computed once, vectorised over 16 channels, from neighbours that are in L1
+// or L2 (a band of kb image rows).
+struct Mixer {
+  int64_t H, W, C, id, gc, ks, kb;
+  const float *w_hw, *b_hw, *w_w, *b_w, *w_h, *b_h;  // weights [taps, gc]
+  const float *scale, *shift;                         // [C] or nullptr
+};
+
+inline __mmask16 lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+inline void store_affine(const Mixer& m, __m512 v, int64_t c, __mmask16 k, float* y) {
+  if (m.scale != nullptr)
+    v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, m.scale + c), _mm512_maskz_loadu_ps(k, m.shift + c));
+  _mm512_mask_storeu_ps(y + c, k, v);
+}
+
+// One depthwise branch at P consecutive pixels of an image row: output
+// channels [c0, c0 + gc), taps (ty, tx) in [ty0, ty1) x [tx0, tx1) of a kernel
+// of width kw whose centre (cy, cx) lies on the pixel; xp is the first pixel,
+// y its output row (row stride ldy). P accumulators hide the FMA latency.
+template <int P>
+inline void branch(const Mixer& m, const float* xp, float* y, int64_t ldy, int64_t c0, const float* wt,
+                   const float* bias, int64_t kw, int64_t ty0, int64_t ty1, int64_t tx0, int64_t tx1, int64_t cy,
+                   int64_t cx) {
+  const int64_t row = m.W * m.C;
+  for (int64_t c = 0; c < m.gc; c += 16) {
+    const __mmask16 k = lanes(m.gc - c);
+    __m512 acc[P];
+    acc[0] = _mm512_maskz_loadu_ps(k, bias + c);
+    for (int j = 1; j < P; ++j) acc[j] = acc[0];
+    for (int64_t ty = ty0; ty < ty1; ++ty) {
+      const float* xr = xp + (ty - cy) * row + c0 + c;
+      const float* wr = wt + ty * kw * m.gc + c;
+      for (int64_t tx = tx0; tx < tx1; ++tx) {
+        const __m512 wv = _mm512_maskz_loadu_ps(k, wr + tx * m.gc);
+        const float* xt = xr + (tx - cx) * m.C;
+        for (int j = 0; j < P; ++j)
+          acc[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, xt + j * m.C), wv, acc[j]);
+      }
+    }
+    for (int j = 0; j < P; ++j) store_affine(m, acc[j], c0 + c, k, y + j * ldy);
+  }
+}
+
+// A branch with a kh x kw kernel over the pixels [w0, w1) of image row h:
+// blocks of 8 pixels where the whole kernel lies inside the image, single
+// pixels with the taps clipped (zero padding) elsewhere.
+inline void branch_row(const Mixer& m, const float* x_row, int64_t h, int64_t w0, int64_t w1, float* y,
+                       int64_t ldy, int64_t c0, const float* wt, const float* bias, int64_t kh, int64_t kw) {
+  constexpr int P = 8;
+  const int64_t cy = kh / 2, cx = kw / 2;
+  const int64_t ty0 = std::max<int64_t>(0, cy - h), ty1 = std::min(kh, m.H - h + cy);
+  for (int64_t w = w0; w < w1;) {
+    float* yw = y + (w - w0) * ldy;
+    if (w >= cx && w + P - 1 - cx + kw <= m.W && w + P <= w1) {
+      branch<P>(m, x_row + w * m.C, yw, ldy, c0, wt, bias, kw, ty0, ty1, 0, kw, cy, cx);
+      w += P;
+    } else {
+      const int64_t tx0 = std::max<int64_t>(0, cx - w), tx1 = std::min(kw, m.W - w + cx);
+      branch<1>(m, x_row + w * m.C, yw, ldy, c0, wt, bias, kw, ty0, ty1, tx0, tx1, cy, cx);
+      w += 1;
+    }
+  }
+}
+
+// Rows y[0 .. p1 - p0) (row stride ldy) for the flattened pixels [p0, p1) of
+// x [N * H * W, C], one image-row segment at a time.
+void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float* y, int64_t ldy) {
+  const int64_t W = m.W, C = m.C;
+  int64_t h = (p0 / W) % m.H;
+  for (int64_t p = p0; p < p1; h = h + 1 == m.H ? 0 : h + 1) {
+    const int64_t w0 = p % W, w1 = std::min(W, w0 + p1 - p);
+    const float* x_row = x + (p - w0) * C;
+    for (int64_t w = w0; w < w1; ++w) {
+      float* yw = y + (w - w0) * ldy;
+      for (int64_t c = 0; c < m.id; c += 16) {
+        const __mmask16 k = lanes(m.id - c);
+        store_affine(m, _mm512_maskz_loadu_ps(k, x_row + w * C + c), c, k, yw);
+      }
+    }
+    branch_row(m, x_row, h, w0, w1, y, ldy, m.id, m.w_hw, m.b_hw, m.ks, m.ks);
+    branch_row(m, x_row, h, w0, w1, y, ldy, m.id + m.gc, m.w_w, m.b_w, 1, m.kb);
+    branch_row(m, x_row, h, w0, w1, y, ldy, m.id + 2 * m.gc, m.w_h, m.b_h, m.kb, 1);
+    y += (w1 - w0) * ldy;
+    p += w1 - w0;
+  }
+}
+
+#pragma GCC pop_options
+
+// Register blocking by the width of the output: NV vectors of 16 columns
+// per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
+int panel_vectors(int64_t n) { return n % 64 == 0 ? 4 : n % 48 == 0 ? 3 : n % 32 == 0 ? 2 : 1; }
+
+template <Epilogue EPI>
+void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
+                   int64_t K, int64_t N, const float* bias, const float* r,
+                   int64_t ldr, float* c, int64_t ldc) {
+  switch (panel_vectors(N)) {
+    case 4: return gemm_rows<6, 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    case 3: return gemm_rows<8, 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    case 2: return gemm_rows<12, 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    default: return gemm_rows<12, 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+  }
+}
+
+// W [N, K] -> panels of NR = 16 * panel_vectors(N) columns of W^T, each
+// [K, NR] row-major, so that the kernel reads one contiguous row per k.
+torch::Tensor pack_weight(const torch::Tensor& w) {
+  const int64_t N = w.size(0), K = w.size(1), NR = 16 * panel_vectors(N);
+  return w.view({N / NR, NR, K}).transpose(1, 2).contiguous();
+}
+
+}  // namespace
+
+bool cpu_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("fma");
+}
+
+namespace {
+
+void check_float_cpu(const torch::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat, op, ": ", name,
+              " must be a float32 CPU tensor");
+}
+
+void check_contiguous(const torch::Tensor& t, const char* op, const char* name) {
+  check_float_cpu(t, op, name);
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// x as [N, C, H, W] in dense channels-last memory (an NHWC buffer).
+void check_channels_last(const torch::Tensor& x, const char* op) {
+  check_float_cpu(x, op, "x");
+  TORCH_CHECK(x.dim() == 4, op, ": x must be [N, C, H, W], got ", x.dim(), " dims");
+  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == H * W * C, op,
+              ": x must be contiguous in channels-last memory");
+}
+
+torch::Tensor empty_channels_last(const torch::Tensor& x) {
+  return torch::empty({x.size(0), x.size(2), x.size(3), x.size(1)}, x.options()).permute({0, 3, 1, 2});
+}
+
+// Validates the token mixer's parameters for x [N, C, H, W] and returns the
+// kernel's view of them; the tap-major copies of the weights go to `keep`.
+Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
+                 const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
+                 const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
+                 const c10::optional<torch::Tensor>& shift, std::vector<torch::Tensor>& keep, const char* op) {
+  check_channels_last(x, op);
+  for (const auto* t : {&w_hw, &b_hw, &w_w, &b_w, &w_h, &b_h}) check_contiguous(*t, op, "a token mixer weight");
+  TORCH_CHECK(w_hw.dim() == 4 && w_w.dim() == 4 && w_h.dim() == 4, op, ": conv weights must be 4-d");
+  const int64_t C = x.size(1), gc = w_hw.size(0);
+  const int64_t ks = w_hw.size(2), kb = w_w.size(3);
+  TORCH_CHECK(gc >= 1 && 3 * gc <= C, op, ": ", gc, " channels per conv branch do not fit ", C, " channels");
+  TORCH_CHECK(w_hw.sizes() == at::IntArrayRef({gc, 1, ks, ks}) && ks % 2 == 1, op,
+              ": dwconv_hw weight must be [gc, 1, k, k] with k odd, got ", w_hw.sizes());
+  TORCH_CHECK(w_w.sizes() == at::IntArrayRef({gc, 1, 1, kb}) && kb % 2 == 1, op,
+              ": dwconv_w weight must be [gc, 1, 1, k] with k odd, got ", w_w.sizes());
+  TORCH_CHECK(w_h.sizes() == at::IntArrayRef({gc, 1, kb, 1}), op, ": dwconv_h weight must be [gc, 1, ", kb,
+              ", 1], got ", w_h.sizes());
+  TORCH_CHECK(b_hw.numel() == gc && b_w.numel() == gc && b_h.numel() == gc, op, ": conv biases must have ", gc,
+              " elements");
+  TORCH_CHECK(scale.has_value() == shift.has_value(), op, ": give both scale and shift or neither");
+  Mixer m{x.size(2), x.size(3), C, C - 3 * gc, gc, ks, kb};
+  for (const auto* w : {&w_hw, &w_w, &w_h}) keep.push_back(w->reshape({gc, -1}).t().contiguous());
+  m.w_hw = keep[0].data_ptr<float>();
+  m.w_w = keep[1].data_ptr<float>();
+  m.w_h = keep[2].data_ptr<float>();
+  m.b_hw = b_hw.data_ptr<float>();
+  m.b_w = b_w.data_ptr<float>();
+  m.b_h = b_h.data_ptr<float>();
+  m.scale = m.shift = nullptr;
+  if (scale.has_value()) {
+    check_contiguous(*scale, op, "scale");
+    check_contiguous(*shift, op, "shift");
+    TORCH_CHECK(scale->numel() == C && shift->numel() == C, op, ": scale and shift must have ", C, " elements");
+    m.scale = scale->data_ptr<float>();
+    m.shift = shift->data_ptr<float>();
+  }
+  return m;
+}
+
+struct Mlp {
+  torch::Tensor w1, w2;  // packed
+  const float *b1, *b2;
+  int64_t C, H;
+};
+
+Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
+             const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, const char* op) {
+  for (const auto* t : {&fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias}) check_contiguous(*t, op, "an MLP weight");
+  const int64_t H = fc1_weight.size(0);
+  TORCH_CHECK(fc1_weight.sizes() == at::IntArrayRef({H, C}) && fc2_weight.sizes() == at::IntArrayRef({C, H}) &&
+                  fc1_bias.numel() == H && fc2_bias.numel() == C,
+              op, ": weight shapes do not match x");
+  TORCH_CHECK(C % 16 == 0 && H % 16 == 0, op, ": channels must be multiples of 16");
+  return Mlp{pack_weight(fc1_weight), pack_weight(fc2_weight), fc1_bias.data_ptr<float>(),
+             fc2_bias.data_ptr<float>(), C, H};
+}
+
+// out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
+// activations take about hidden_block_bytes; input(r0, m, buffer) returns the
+// rows [r0, r0 + m) of a (row stride C), possibly computed into `buffer`.
+template <class Input>
+void mlp_blocks(const Mlp& mlp, int64_t M, Input input, const float* shortcut, float* out,
+                int64_t hidden_block_bytes) {
+  TORCH_CHECK(hidden_block_bytes > 0, "hidden_block_bytes must be positive");
+  const int64_t C = mlp.C, H = mlp.H;
+  const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
+  // A multiple of 24 rows (both kernels' MR divide it).
+  const int64_t rows = std::max<int64_t>(24, hidden_block_bytes / (H * 4) / 24 * 24);
+  const int64_t blocks = (M + rows - 1) / rows;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<float[]> hidden(new float[rows * H]), buffer(new float[rows * C]);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
+      const float* a = input(r0, m, buffer.get());
+      gemm_rows_any<kBiasGelu>(m, a, C, W1, C, H, mlp.b1, nullptr, 0, hidden.get(), H);
+      gemm_rows_any<kBiasResidual>(m, hidden.get(), H, W2, H, C, mlp.b2, shortcut + r0 * C, C, out + r0 * C, C);
+    }
+  });
+}
+
+}  // namespace
+
+torch::Tensor fused_mlp(const torch::Tensor& x, const torch::Tensor& shortcut, const torch::Tensor& fc1_weight,
+                        const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
+                        const torch::Tensor& fc2_bias, int64_t hidden_block_bytes) {
+  TORCH_CHECK(cpu_supported(), "fused_mlp needs a CPU with AVX-512 (F, DQ) and FMA");
+  check_contiguous(x, "fused_mlp", "x");
+  check_contiguous(shortcut, "fused_mlp", "shortcut");
+  TORCH_CHECK(x.dim() == 2 && shortcut.sizes() == x.sizes(), "fused_mlp: x and shortcut must be [M, C] alike");
+  at::NoGradGuard no_grad;
+  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, "fused_mlp");
+  torch::Tensor out = torch::empty_like(shortcut);
+  const float* X = x.data_ptr<float>();
+  const int64_t C = mlp.C;
+  mlp_blocks(
+      mlp, x.size(0), [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, shortcut.data_ptr<float>(),
+      out.data_ptr<float>(), hidden_block_bytes);
+  return out;
+}
+
+torch::Tensor inception_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
+                              const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
+                              const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
+                              const c10::optional<torch::Tensor>& shift) {
+  TORCH_CHECK(cpu_supported(), "inception_mixer needs a CPU with AVX-512 (F, DQ) and FMA");
+  at::NoGradGuard no_grad;
+  std::vector<torch::Tensor> keep;
+  const Mixer m = make_mixer(x, w_hw, b_hw, w_w, b_w, w_h, b_h, scale, shift, keep, "inception_mixer");
+  torch::Tensor y = empty_channels_last(x);
+  const float* X = x.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  const int64_t C = m.C;
+  at::parallel_for(0, x.size(0) * m.H * m.W, 256, [&](int64_t p0, int64_t p1) {
+    mixer_pixels(m, X, p0, p1, Y + p0 * C, C);
+  });
+  return y;
+}
+
+torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
+                             const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
+                             const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
+                             const c10::optional<torch::Tensor>& shift, const torch::Tensor& fc1_weight,
+                             const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
+                             const torch::Tensor& fc2_bias, int64_t hidden_block_bytes) {
+  TORCH_CHECK(cpu_supported(), "metanext_block needs a CPU with AVX-512 (F, DQ) and FMA");
+  at::NoGradGuard no_grad;
+  std::vector<torch::Tensor> keep;
+  const Mixer m = make_mixer(x, w_hw, b_hw, w_w, b_w, w_h, b_h, scale, shift, keep, "metanext_block");
+  const Mlp mlp = make_mlp(m.C, fc1_weight, fc1_bias, fc2_weight, fc2_bias, "metanext_block");
+  torch::Tensor out = empty_channels_last(x);
+  const float* X = x.data_ptr<float>();
+  mlp_blocks(
+      mlp, x.size(0) * m.H * m.W,
+      [&](int64_t r0, int64_t rows, float* buffer) {
+        mixer_pixels(m, X, r0, r0 + rows, buffer, m.C);
+        return static_cast<const float*>(buffer);
+      },
+      X, out.data_ptr<float>(), hidden_block_bytes);
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("cpu_supported", &cpu_supported, "whether this CPU runs the kernels (AVX-512 F, DQ and FMA)");
+  m.def("fused_mlp", &fused_mlp, "shortcut + fc2(gelu(fc1(x))) for row-major [M, C] float32 CPU tensors",
+        py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
+        py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes);
+  m.def("inception_mixer", &inception_mixer,
+        "affine(cat(x_id, dwconv_hw(x_hw), dwconv_w(x_w), dwconv_h(x_h))) for channels-last float32 CPU x",
+        py::arg("x"), py::arg("w_hw"), py::arg("b_hw"), py::arg("w_w"), py::arg("b_w"), py::arg("w_h"),
+        py::arg("b_h"), py::arg("scale") = py::none(), py::arg("shift") = py::none());
+  m.def("metanext_block", &metanext_block, "x + fc2(gelu(fc1(inception_mixer(x)))) for channels-last float32 CPU x",
+        py::arg("x"), py::arg("w_hw"), py::arg("b_hw"), py::arg("w_w"), py::arg("b_w"), py::arg("w_h"),
+        py::arg("b_h"), py::arg("scale"), py::arg("shift"), py::arg("fc1_weight"), py::arg("fc1_bias"),
+        py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes);
+}

@@ -1,0 +1,395 @@
+"""mmincnext.ops, the compiled kernels of CPU inference: built where they
+can run; the fused MLP, the token mixer and the whole block equal float64
+references (every register blocking, row-block remainders, clipped kernel
+taps, the exact GELU across its range); clear errors on bad input; used by
+the backbone exactly where they apply."""
+import copy
+import platform
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmincnext import ops
+from mmincnext.models import InceptionNeXt
+from mmincnext.models.backbones import inception_next as backbone_module
+from mmincnext.models.backbones.inception_next import InceptionDWConv2d
+
+
+def cpu_flags():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((set(line.split(':', 1)[1].split()) for line in f
+                         if line.startswith('flags')), set())
+    except OSError:
+        return set()
+
+
+CPU_RUNS_KERNEL = (platform.machine() in ('x86_64', 'AMD64')
+                   and {'avx512f', 'avx512dq', 'fma'} <= cpu_flags())
+needs_kernel = pytest.mark.skipif(
+    not CPU_RUNS_KERNEL, reason='the kernel needs an x86-64 CPU with AVX-512')
+
+
+def reference(x, shortcut, w1, b1, w2, b2):
+    """shortcut + fc2(gelu(fc1(x))) in float64 (exact erf GELU)."""
+    x, shortcut, w1, b1, w2, b2 = (t.double()
+                                   for t in (x, shortcut, w1, b1, w2, b2))
+    return shortcut + F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
+
+
+def random_mlp(rows, channels, hidden, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(rows, channels, generator=gen),
+            torch.randn(rows, channels, generator=gen),
+            torch.randn(hidden, channels, generator=gen) / channels**0.5,
+            torch.randn(hidden, generator=gen),
+            torch.randn(channels, hidden, generator=gen) / hidden**0.5,
+            torch.randn(channels, generator=gen))
+
+
+@needs_kernel
+def test_extension_is_built_on_a_cpu_that_runs_it():
+    """`make install` builds mmincnext._ext; on this CPU it must load and
+    run (else every test below would check the fallback instead)."""
+    assert ops.cpu_kernels_available()
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    'rows,channels,hidden',
+    [
+        (1, 64, 256),      # one row: a padded remainder tile only
+        (25, 96, 384),     # tiny stage 0 widths; 24 rows + 1
+        (2000, 96, 384),   # several row blocks (168 rows) and a remainder
+        (61, 192, 768),    # tiny stage 1 widths
+        (50, 32, 128),     # 32-column panels for fc2
+        (30, 16, 80),      # 16-column panels for both
+        (7, 768, 3072),    # long reductions (K = 3072 in fc2)
+    ])
+def test_fused_mlp_equals_float64_reference(rows, channels, hidden):
+    args = random_mlp(rows, channels, hidden)
+    out = ops.fused_mlp(*args)
+    ref = reference(*args)
+    assert out.shape == (rows, channels) and out.dtype == torch.float32
+    err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+    assert err < 1e-5, err  # float32 rounding: 1e-7 to 1.3e-6 here
+
+
+@needs_kernel
+def test_fused_gelu_is_exact_over_its_range():
+    """With identity weights the kernel computes gelu(x) itself: as close
+    to the exact erf form as PyTorch's float32 GELU, from -100 to 100; NaN
+    stays NaN."""
+    x = torch.cat([torch.linspace(-100, 100, 16 * 4001),
+                   torch.tensor([0., -0., 1e-30, -1e-30, 5.5, -5.5] * 16 +
+                                [float('nan')] * 16)]).view(-1, 16)
+    eye = torch.eye(16)
+    out = ops.fused_mlp(x, torch.zeros_like(x), eye, torch.zeros(16), eye,
+                        torch.zeros(16))
+    exact = F.gelu(x.double())[:-1]
+    assert torch.isnan(out[-1]).all()
+    err = (out[:-1].double() - exact).abs()
+    # PyTorch's own float32 GELU is off by up to 1.2e-6 here
+    torch_err = (F.gelu(x[:-1]).double() - exact).abs()
+    assert err.max() <= torch_err.max(), (err.max(), torch_err.max())
+    assert (err <= 5e-7 * x[:-1].abs().clamp_min(1.)).all(), err.max()
+
+
+@needs_kernel
+@pytest.mark.parametrize('case,match', [
+    ('float64', 'float32'),
+    ('non-contiguous', 'contiguous'),
+    ('shortcut shape', 'x and shortcut'),
+    ('weight shape', 'weight shapes'),
+    ('channels', 'multiples of 16'),
+])
+def test_fused_mlp_rejects_bad_input(case, match):
+    x, s, w1, b1, w2, b2 = random_mlp(8, 32, 128)
+    if case == 'float64':
+        x = x.double()
+    elif case == 'non-contiguous':
+        x = torch.randn(32, 8).t()
+    elif case == 'shortcut shape':
+        s = s[:4]
+    elif case == 'weight shape':
+        w2 = w2[:, :64].contiguous()
+    else:
+        x, s, w1, b1, w2, b2 = random_mlp(8, 40, 160)
+    with pytest.raises(RuntimeError, match=match):
+        ops.fused_mlp(x, s, w1, b1, w2, b2)
+
+
+def randomized(model, seed=0):
+    """Non-trivial BN statistics and layer scales (eval outputs that would
+    expose a wrong gamma fold or a skipped block)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith('running_var'):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith(('running_mean', 'gamma')):
+                t.copy_(0.5 * torch.randn(t.shape, generator=gen))
+    return model.eval()
+
+
+def random_mixer(channels, branch_ratio=0.125, band=11, square=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    mixer = InceptionDWConv2d(channels, square, band, branch_ratio)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return mixer.to(memory_format=torch.channels_last)
+
+
+def channels_last_input(n, c, h, w, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+
+
+def mixer_reference(x, mixer, scale=None, shift=None):
+    """The module's own forward (PyTorch's convs and cat) in float64."""
+    y = copy.deepcopy(mixer).double()(x.double())
+    if scale is not None:
+        y = y * scale.double().view(1, -1, 1, 1) + shift.double().view(
+            1, -1, 1, 1)
+    return y
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    'shape,ratio,band',
+    [
+        ((2, 96, 20, 27), 0.125, 11),   # tiny stage 0 widths (gc = 12)
+        ((1, 40, 13, 9), 0.25, 9),      # atto: gc = 10, band 9, id 10
+        ((1, 160, 6, 30), 0.125, 11),   # gc = 20: a full and a partial vector
+        ((3, 48, 3, 4), 0.125, 11),     # image smaller than the band kernel
+        ((2, 64, 1, 17), 0.25, 11),     # one image row
+        ((1, 24, 12, 1), 1 / 3, 5),     # one image column, no identity
+    ])
+@pytest.mark.parametrize('affine', [False, True])
+def test_inception_mixer_equals_float64_reference(shape, ratio, band, affine):
+    """Zero padding at every border, identity first, the affine applied to
+    every channel; channels-last output."""
+    mixer = random_mixer(shape[1], ratio, band)
+    x = channels_last_input(*shape)
+    gen = torch.Generator().manual_seed(2)
+    scale, shift = (torch.randn(shape[1], generator=gen),
+                    torch.randn(shape[1], generator=gen)) if affine else (
+                        None, None)
+    out = ops.inception_mixer(x, mixer, scale, shift)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(out, mixer_reference(x, mixer, scale, shift)) < 1e-6
+
+
+def block_reference(x, mixer, scale, shift, w1, b1, w2, b2):
+    y = mixer_reference(x, mixer, scale, shift).permute(0, 2, 3, 1)
+    return reference(y, x.permute(0, 2, 3, 1), w1, b1, w2,
+                     b2).permute(0, 3, 1, 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape,hidden_block_bytes', [
+    ((2, 96, 15, 21), 256 * 1024),  # 630 rows: blocks of 168 across rows
+    ((1, 32, 5, 7), 24 * 128 * 4),  # blocks of 24 rows, image rows of 7
+    ((1, 48, 2, 3), 256 * 1024),    # fewer rows than one register tile
+])
+@pytest.mark.parametrize('affine', [False, True])
+def test_metanext_block_equals_float64_reference(shape, hidden_block_bytes,
+                                                 affine):
+    """The token mixer computed row block by row block (blocks that start
+    and end inside image rows) feeds the fused MLP."""
+    n, c, h, w = shape
+    mixer = random_mixer(c)
+    x = channels_last_input(*shape)
+    _, _, w1, b1, w2, b2 = random_mlp(1, c, 4 * c)
+    gen = torch.Generator().manual_seed(2)
+    norm = (torch.rand(c, generator=gen) + 0.5,
+            torch.randn(c, generator=gen)) if affine else (None, None)
+    out = ops._ext.metanext_block(
+        x, *ops._mixer_args(mixer), *norm, w1, b1, w2, b2,
+        hidden_block_bytes=hidden_block_bytes)
+    assert out.shape == x.shape
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = block_reference(x, mixer, *norm, w1, b1, w2, b2)
+    assert rel_err(out, ref) < 1e-5
+    if hidden_block_bytes == 256 * 1024:  # the public wrapper: same call
+        torch.testing.assert_close(
+            ops.metanext_block(x, mixer, *norm, w1, b1, w2, b2), out,
+            rtol=0, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize('case,match', [
+    ('float64', 'float32'),
+    ('NCHW memory', 'channels-last'),
+    ('3-d input', r'\[N, C, H, W\]'),
+    ('even kernel', 'k odd'),
+    ('weight shape', 'dwconv_h weight'),
+    ('scale only', 'both scale and shift'),
+    ('scale size', 'scale and shift must have 32'),
+    ('mlp channels', 'weight shapes'),
+])
+def test_mixer_and_block_reject_bad_input(case, match):
+    mixer = random_mixer(32)
+    x = channels_last_input(1, 32, 6, 6)
+    scale = shift = None
+    _, _, w1, b1, w2, b2 = random_mlp(1, 32, 128)
+    if case == 'float64':
+        x = x.double()
+    elif case == 'NCHW memory':
+        x = x.contiguous()
+    elif case == '3-d input':
+        x = x[0]
+    elif case == 'even kernel':
+        mixer.dwconv_hw = nn.Conv2d(4, 4, 2, groups=4)
+    elif case == 'weight shape':
+        mixer.dwconv_h = nn.Conv2d(4, 4, (9, 1), groups=4)
+    elif case == 'scale only':
+        scale = torch.ones(32)
+    elif case == 'scale size':
+        scale, shift = torch.ones(16), torch.zeros(16)
+    else:
+        _, _, w1, b1, w2, b2 = random_mlp(1, 48, 192)
+    with pytest.raises(RuntimeError, match=match):
+        if case == 'mlp channels':
+            ops.metanext_block(x, mixer, scale, shift, w1, b1, w2, b2)
+        else:
+            ops.inception_mixer(x, mixer, scale, shift)
+
+
+def randomized(model, seed=0):
+    """Non-trivial BN statistics and layer scales (eval outputs that would
+    expose a wrong gamma fold or a skipped block)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith('running_var'):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith(('running_mean', 'gamma')):
+                t.copy_(0.5 * torch.randn(t.shape, generator=gen))
+    return model.eval()
+
+
+def spied_calls(names):
+    """Patch ``mmincnext.ops.<name>`` to record the channel count of each
+    call (and still compute it)."""
+    calls = {name: [] for name in names}
+
+    def spy(name):
+        real = getattr(ops, name)
+
+        def call(x, *args):
+            calls[name].append(x.shape[1] if x.dim() == 4 else x.shape[-1])
+            return real(x, *args)
+        return call
+
+    patches = [mock.patch.object(ops, name, side_effect=spy(name))
+               for name in names]
+    return calls, patches
+
+
+KERNELS = ('metanext_block', 'inception_mixer', 'fused_mlp')
+
+
+@needs_kernel
+@pytest.mark.parametrize('arch,deploy,norm,expected', [
+    # tiny: whole blocks in stages 0-1 (MLP weights of 0.3 and 1.2 MB), the
+    # mixer kernel and oneDNN's GEMMs in stages 2-3 (4.7 and 14 MB)
+    ('tiny', False, 'BN', dict(metanext_block=[96] * 3 + [192] * 3,
+                               inception_mixer=[384] * 9 + [768] * 3,
+                               fused_mlp=[])),
+    ('tiny', True, 'BN', dict(metanext_block=[96] * 3 + [192] * 3,
+                              inception_mixer=[384] * 9 + [768] * 3,
+                              fused_mlp=[])),
+    # atto: stage 0 has 40 channels, stage 3 weights of 2.5 MB
+    ('atto', False, 'BN', dict(metanext_block=[80] * 2 + [160] * 6,
+                               inception_mixer=[40] * 2 + [320] * 2,
+                               fused_mlp=[])),
+    # a GroupNorm is no affine the kernels take: PyTorch's token mixer and
+    # norm, then the fused MLP where it fits
+    ('tiny', False, 'GN', dict(metanext_block=[], inception_mixer=[],
+                               fused_mlp=[96] * 3 + [192] * 3)),
+])
+def test_backbone_uses_the_kernels_where_they_apply(arch, deploy, norm,
+                                                     expected):
+    """Each kernel runs exactly where it applies; outputs equal
+    ``cpu_kernels=False``. Autograd and ``cpu_kernels=False`` never call
+    them."""
+    norm_cfg = dict(type='BN') if norm == 'BN' else dict(type='GN',
+                                                         num_groups=4)
+    model = randomized(InceptionNeXt(arch, norm_cfg=norm_cfg))
+    plain = InceptionNeXt(arch, norm_cfg=norm_cfg, cpu_kernels=False)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    if deploy:
+        model.switch_to_deploy()
+        plain.switch_to_deploy()
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    calls, patches = spied_calls(KERNELS)
+    with patches[0], patches[1], patches[2]:
+        with torch.no_grad():
+            outs = model(x)
+            assert calls == expected
+            refs = plain(x)
+        if not deploy:
+            model(x)  # autograd path
+        assert calls == expected
+    for out, ref in zip(outs, refs):
+        assert rel_err(out, ref.double()) < 1e-5
+
+
+@needs_kernel
+def test_backbone_skips_the_kernels_when_they_cannot_run(monkeypatch):
+    """float64, BN in training mode, NCHW blocks, and MLP weights over
+    ``FUSED_MLP_MAX_WEIGHT_BYTES`` (the mixer kernel still runs)."""
+    calls, patches = spied_calls(KERNELS)
+    x = torch.randn(1, 3, 64, 64)
+    model = InceptionNeXt('tiny').eval()
+    block = model.stages[0].blocks[0]
+    h = torch.randn(1, 96, 16, 16)
+    with patches[0], patches[1], patches[2], torch.no_grad():
+        InceptionNeXt('tiny').double().eval()(x.double())
+        assert block._inference_plan(h) == (None, False)  # NCHW memory
+        block.norm.train()  # batch statistics: not an affine
+        assert block._inference_plan(
+            h.contiguous(memory_format=torch.channels_last)) == (None, False)
+        assert calls == {name: [] for name in KERNELS}
+        # stage 0's weights of tiny (0.29 MB) fit, stage 1's (1.18 MB) not
+        monkeypatch.setattr(backbone_module, 'FUSED_MLP_MAX_WEIGHT_BYTES',
+                            0.3e6)
+        InceptionNeXt('tiny', out_indices=(0, 1)).eval()(x)
+    assert calls == dict(metanext_block=[96] * 3, inception_mixer=[192] * 3,
+                         fused_mlp=[])
+
+
+def test_without_the_extension_the_kernels_say_how_to_build_them(monkeypatch):
+    """A pure-Python install: the backbone falls back to PyTorch's
+    kernels, a direct call says what to do."""
+    x = torch.randn(1, 3, 64, 64)
+    model = InceptionNeXt('tiny', out_indices=(0, )).eval()
+    with torch.no_grad():
+        expected, = model(x)
+    monkeypatch.setattr(ops, '_ext', None)
+    ops.cpu_kernels_available.cache_clear()
+    try:
+        assert not ops.cpu_kernels_available()
+        with pytest.raises(RuntimeError, match='build_ext --inplace'):
+            ops.fused_mlp(*random_mlp(2, 16, 64))
+        with pytest.raises(RuntimeError, match='build_ext --inplace'):
+            ops.inception_mixer(x, model.stages[0].blocks[0].token_mixer)
+        with torch.no_grad():
+            out, = model(x)
+    finally:
+        monkeypatch.undo()
+        ops.cpu_kernels_available.cache_clear()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
