@@ -1,7 +1,11 @@
-// Fused MLP of a MetaNeXt block for CPU inference (fp32, AVX-512):
+// CPU kernels of MetaNeXt (InceptionNeXt) blocks for inference (float32,
+// AVX-512), exposed by mmincnext.ops:
 //
-//     out = shortcut + fc2(gelu(fc1(x)))
+//     fused_mlp:        out = shortcut + fc2(gelu(fc1(x)))
+//     inception_mixer:  y = affine(token_mixer(x))          (see Mixer below)
+//     metanext_block:   out = x + fc2(gelu(fc1(affine(token_mixer(x)))))
 //
+// The MLP:
 // x and shortcut are row-major [M, C] (the channels-last view of NCHW
 // activations), fc1 is [H, C] and fc2 [C, H] (weights of 1x1 convs). oneDNN
 // runs fc1 and fc2 as two GEMMs, so the [M, H] hidden activations (four times
@@ -33,9 +37,8 @@ constexpr int64_t kHiddenBlockBytes = 256 * 1024;
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,fma")
 
-inline __m512 exp512(__m512 x) {  // Cephes expf, ~1 ulp on [-87, 88]
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)),
-                    _mm512_set1_ps(88.3f));
+// exp(x) for x in [-25, 0] (no range checks): Cephes expf, ~1 ulp.
+inline __m512 exp512(__m512 x) {
   const __m512 n = _mm512_roundscale_ps(
       _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -52,15 +55,17 @@ inline __m512 exp512(__m512 x) {  // Cephes expf, ~1 ulp on [-87, 88]
   return _mm512_scalef_ps(y, n);
 }
 
-// gelu(x) = x/2 * (1 + erf(x / sqrt(2)))
+// gelu(x) = x/2 * (1 + erf(x / sqrt(2))). With z = |x| / sqrt(2) and
+// erfc(z) = p(t) exp(-z^2) (A&S 7.1.26), 1 + erf = 2 - erfc(z) for x >= 0
+// and erfc(z) for x < 0: no cancellation in the negative tail.
 inline __m512 gelu512(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.f);
-  // |x| / sqrt(2), clamped at 5 where erf is 1 in float32 (so that
-  // gelu(+inf) = inf); NaN propagates through the polynomial
-  const __m512 az = _mm512_min_ps(
+  // z clamped at 5, where erfc(z) = 1.5e-12 (so gelu(+inf) = inf); a NaN x
+  // gives z = 5 and a NaN result through x / 2
+  const __m512 z = _mm512_min_ps(
       _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f))),
       _mm512_set1_ps(5.f));
-  const __m512 d = _mm512_fmadd_ps(az, _mm512_set1_ps(0.3275911f), one);
+  const __m512 d = _mm512_fmadd_ps(z, _mm512_set1_ps(0.3275911f), one);
   __m512 t = _mm512_rcp14_ps(d);  // 1 / d, refined by one Newton step
   t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.f)));
   __m512 p = _mm512_set1_ps(1.061405429f);
@@ -69,12 +74,10 @@ inline __m512 gelu512(__m512 x) {
   p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
   p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
   p = _mm512_mul_ps(p, t);
-  const __m512 e = exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), az), az));
-  const __m512 erf_abs = _mm512_fnmadd_ps(p, e, one);  // erf(|x| / sqrt 2)
-  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
-  const __m512 erf = _mm512_mask_sub_ps(erf_abs, neg, _mm512_setzero_ps(), erf_abs);
-  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
-                       _mm512_add_ps(erf, one));
+  const __m512 erfc = _mm512_mul_ps(p, exp512(_mm512_fnmadd_ps(z, z, _mm512_setzero_ps())));
+  const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  const __m512 one_plus_erf = _mm512_mask_sub_ps(erfc, pos, _mm512_set1_ps(2.f), erfc);
+  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), one_plus_erf);
 }
 
 enum Epilogue { kBiasGelu, kBiasResidual };
