@@ -21,7 +21,8 @@ def read_requirements(name):
 
 
 def extensions():
-    """``mmincnext._ext``: the fused MLP kernel for CPU inference (x86-64).
+    """``mmincnext._ext``: the CPU inference kernels (fused MLP, token mixer,
+    whole block; x86-64, AVX-512 at run time).
 
     Optional: skipped when torch is not importable (an isolated build), on
     other architectures or with ``MMINCNEXT_WITH_OPS=0``; a failed compile

@@ -92,9 +92,11 @@ def test_fused_gelu_is_exact_over_its_range():
     exact = F.gelu(x.double())[:-1]
     assert torch.isnan(out[-1]).all()
     err = (out[:-1].double() - exact).abs()
-    # PyTorch's own float32 GELU is off by up to 1.2e-6 here
+    # PyTorch's own float32 GELU is off by up to 8.8e-7 here (torch 2.14),
+    # the kernel's by 4.0e-7
     torch_err = (F.gelu(x[:-1]).double() - exact).abs()
     assert err.max() <= torch_err.max(), (err.max(), torch_err.max())
+    assert err.max() < 5e-7, err.max()  # no cancellation in the tails
     assert (err <= 5e-7 * x[:-1].abs().clamp_min(1.)).all(), err.max()
 
 

@@ -104,8 +104,9 @@ class ConvMlp(nn.Module):
 # 6-16 MiB about the same). Inputs of at most two blocks go in one piece.
 MLP_BLOCK_BYTES = 8 * 2**20
 
-# mmincnext's compiled kernel (``mmincnext.ops.fused_mlp``) keeps both MLP
-# weights in L2 while it streams row blocks through fc1, GELU and fc2. Where
+# mmincnext's compiled MLP kernel (``mmincnext.ops.fused_mlp``, also the MLP
+# part of ``mmincnext.ops.metanext_block``) keeps both MLP weights in L2 while
+# it streams row blocks through fc1, GELU and fc2. Where
 # they take at most this many bytes (the first two stages: 0.3 and 1.2 MB for
 # tiny) it runs the MLP at 75-86 % of the large-GEMM rate against 57-72 % for
 # oneDNN's two GEMMs; for the larger weights of stages 2-3 oneDNN is faster.
