@@ -124,19 +124,6 @@ def test_fused_mlp_rejects_bad_input(case, match):
         ops.fused_mlp(x, s, w1, b1, w2, b2)
 
 
-def randomized(model, seed=0):
-    """Non-trivial BN statistics and layer scales (eval outputs that would
-    expose a wrong gamma fold or a skipped block)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith('running_var'):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif name.endswith(('running_mean', 'gamma')):
-                t.copy_(0.5 * torch.randn(t.shape, generator=gen))
-    return model.eval()
-
-
 def random_mixer(channels, branch_ratio=0.125, band=11, square=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     mixer = InceptionDWConv2d(channels, square, band, branch_ratio)
