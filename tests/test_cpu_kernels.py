@@ -80,12 +80,13 @@ def test_fused_mlp_equals_float64_reference(rows, channels, hidden):
 
 @needs_kernel
 def test_fused_gelu_is_exact_over_its_range():
-    """With identity weights the kernel computes gelu(x) itself: as close
-    to the exact erf form as PyTorch's float32 GELU, from -100 to 100; NaN
-    stays NaN."""
+    """With identity weights the kernel computes gelu(x) itself: within the
+    float32 rounding of the exact erf form from -100 to 100, at the ends of
+    its table (|x| = 5.6) and at the largest floats; NaN stays NaN."""
+    special = [0., -0., 1e-30, -1e-30, 1e-45, -1e-45, 5.5, -5.5, 5.6, -5.6,
+               5.61, -5.61, 1e4, -1e4, 3.4e38, -3.4e38]
     x = torch.cat([torch.linspace(-100, 100, 16 * 4001),
-                   torch.tensor([0., -0., 1e-30, -1e-30, 5.5, -5.5] * 16 +
-                                [float('nan')] * 16)]).view(-1, 16)
+                   torch.tensor(special * 16 + [float('nan')] * 16)]).view(-1, 16)
     eye = torch.eye(16)
     out = ops.fused_mlp(x, torch.zeros_like(x), eye, torch.zeros(16), eye,
                         torch.zeros(16))
@@ -93,11 +94,12 @@ def test_fused_gelu_is_exact_over_its_range():
     assert torch.isnan(out[-1]).all()
     err = (out[:-1].double() - exact).abs()
     # PyTorch's own float32 GELU is off by up to 8.8e-7 here (torch 2.14),
-    # the kernel's by 4.0e-7
+    # the kernel's by 2.4e-7: half a float32 ulp of the results near 4
     torch_err = (F.gelu(x[:-1]).double() - exact).abs()
     assert err.max() <= torch_err.max(), (err.max(), torch_err.max())
-    assert err.max() < 5e-7, err.max()  # no cancellation in the tails
-    assert (err <= 5e-7 * x[:-1].abs().clamp_min(1.)).all(), err.max()
+    assert err.max() < 2.5e-7, err.max()  # also for x = -3.4e38
+    negative = x[:-1] < 0
+    assert err[negative].max() < 1e-7, err[negative].max()
 
 
 @needs_kernel
