@@ -67,7 +67,8 @@ def test_extension_is_built_on_a_cpu_that_runs_it():
         (61, 192, 768),    # tiny stage 1 widths
         (50, 32, 128),     # 32-column panels for fc2
         (30, 16, 80),      # 16-column panels for both
-        (7, 768, 3072),    # long reductions (K = 3072 in fc2)
+        (7, 768, 3072),    # weights over 2 MiB: 8 chunks of 384 units
+        (130, 384, 1536),  # tiny stage 2 widths: 4 chunks of 384
     ])
 def test_fused_mlp_equals_float64_reference(rows, channels, hidden):
     args = random_mlp(rows, channels, hidden)
@@ -76,6 +77,29 @@ def test_fused_mlp_equals_float64_reference(rows, channels, hidden):
     assert out.shape == (rows, channels) and out.dtype == torch.float32
     err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
     assert err < 1e-5, err  # float32 rounding: 1e-7 to 1.3e-6 here
+
+
+@needs_kernel
+@pytest.mark.parametrize('channels,hidden,chunk', [
+    (96, 384, 96),     # 4 chunks, 48-column panels in both GEMMs
+    (64, 256, 128),    # 2 chunks, 64-column panels in both
+    (32, 160, 80),     # 2 chunks, 16-column panels for fc1, 32 for fc2
+    (64, 256, 256),    # one chunk: the whole hidden layer
+])
+def test_fused_mlp_hidden_chunks(channels, hidden, chunk):
+    """fc2's partial sums over chunks of hidden units, added to the output
+    rows chunk by chunk, give the unchunked result: row blocks of 24 rows
+    and a remainder (hidden_block_bytes sets 24 rows of one chunk)."""
+    args = random_mlp(77, channels, hidden)
+    out = ops._ext.fused_mlp(*args, hidden_block_bytes=24 * chunk * 4,
+                             hidden_chunk=chunk)
+    ref = reference(*args)
+    assert rel_err(out, ref) < 1e-5
+    whole = ops._ext.fused_mlp(*args, hidden_chunk=hidden)
+    assert rel_err(whole, ref) < 1e-5
+    with pytest.raises(RuntimeError, match='hidden_chunk must be 0 or a '
+                       f'multiple of 16 that divides {hidden}, got 24'):
+        ops._ext.fused_mlp(*args, hidden_chunk=24)
 
 
 @needs_kernel
@@ -293,22 +317,22 @@ KERNELS = ('metanext_block', 'inception_mixer', 'fused_mlp')
 
 @needs_kernel
 @pytest.mark.parametrize('arch,deploy,norm,expected', [
-    # tiny: whole blocks in stages 0-1 (MLP weights of 0.3 and 1.2 MB), the
-    # mixer kernel and oneDNN's GEMMs in stages 2-3 (4.7 and 14 MB)
-    ('tiny', False, 'BN', dict(metanext_block=[96] * 3 + [192] * 3,
-                               inception_mixer=[384] * 9 + [768] * 3,
+    # tiny: whole blocks in stages 0-2 (MLP weights of 0.3, 1.2 and 4.7 MB),
+    # the mixer kernel and oneDNN's GEMMs in stage 3 (19 MB)
+    ('tiny', False, 'BN', dict(metanext_block=[96] * 3 + [192] * 3 + [384] * 9,
+                               inception_mixer=[768] * 3,
                                fused_mlp=[])),
-    ('tiny', True, 'BN', dict(metanext_block=[96] * 3 + [192] * 3,
-                              inception_mixer=[384] * 9 + [768] * 3,
+    ('tiny', True, 'BN', dict(metanext_block=[96] * 3 + [192] * 3 + [384] * 9,
+                              inception_mixer=[768] * 3,
                               fused_mlp=[])),
-    # atto: stage 0 has 40 channels, stage 3 weights of 2.5 MB
-    ('atto', False, 'BN', dict(metanext_block=[80] * 2 + [160] * 6,
-                               inception_mixer=[40] * 2 + [320] * 2,
+    # atto: stage 0 has 40 channels; stage 3's weights (2.5 MB) in chunks
+    ('atto', False, 'BN', dict(metanext_block=[80] * 2 + [160] * 6 + [320] * 2,
+                               inception_mixer=[40] * 2,
                                fused_mlp=[])),
     # a GroupNorm is no affine the kernels take: PyTorch's token mixer and
     # norm, then the fused MLP where it fits
     ('tiny', False, 'GN', dict(metanext_block=[], inception_mixer=[],
-                               fused_mlp=[96] * 3 + [192] * 3)),
+                               fused_mlp=[96] * 3 + [192] * 3 + [384] * 9)),
 ])
 def test_backbone_uses_the_kernels_where_they_apply(arch, deploy, norm,
                                                      expected):

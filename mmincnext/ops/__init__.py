@@ -45,7 +45,8 @@ def _extension(name):
 
 def fused_mlp(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
     """``shortcut + fc2(gelu(fc1(x)))`` in one pass over row blocks whose
-    hidden activations stay in L2.
+    hidden activations stay in L2 (in chunks of up to 384 hidden units where
+    the two weights take more than 2 MiB).
 
     Args:
         x (Tensor): ``[M, C]`` input rows, contiguous.

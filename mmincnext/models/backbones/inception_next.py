@@ -105,12 +105,15 @@ class ConvMlp(nn.Module):
 MLP_BLOCK_BYTES = 8 * 2**20
 
 # mmincnext's compiled MLP kernel (``mmincnext.ops.fused_mlp``, also the MLP
-# part of ``mmincnext.ops.metanext_block``) keeps both MLP weights in L2 while
-# it streams row blocks through fc1, GELU and fc2. Where
-# they take at most this many bytes (the first two stages: 0.3 and 1.2 MB for
-# tiny) it runs the MLP at 75-86 % of the large-GEMM rate against 57-72 % for
-# oneDNN's two GEMMs; for the larger weights of stages 2-3 oneDNN is faster.
-FUSED_MLP_MAX_WEIGHT_BYTES = 2 * 2**20
+# part of ``mmincnext.ops.metanext_block``) streams row blocks through fc1,
+# GELU and fc2 with their hidden activations in L2: all of them where both
+# weights fit in L2 (stages 0-1 of tiny: 0.3 and 1.2 MB), else 384 hidden
+# units at a time (stage 2: 4.7 MB). Where the weights take at most this many
+# bytes it runs a tiny block at 80-90 % of the large-GEMM rate against 42-76 %
+# for oneDNN's two GEMMs and the mixer kernel; for larger weights (base's
+# stage 2, 8.4 MB: on par; tiny's stage 3, 19 MB: 70 % against 80 %) oneDNN's
+# blocking of the weights wins.
+FUSED_MLP_MAX_WEIGHT_BYTES = 6 * 2**20
 
 
 class MetaNeXtBlock(nn.Module):
@@ -230,7 +233,7 @@ class MetaNeXtBlock(nn.Module):
         On CPU, in float32, with weights of at most
         ``FUSED_MLP_MAX_WEIGHT_BYTES``, mmincnext's compiled kernel runs the
         whole MLP (``gamma`` folded into ``fc2``) in row blocks whose hidden
-        activations stay in L2. Otherwise on CPU, oneDNN runs each GEMM with
+        activations (or chunks of them) stay in L2. Otherwise on CPU, oneDNN runs each GEMM with
         its epilogue fused: bias and GELU into ``fc1``; bias and, once
         :meth:`switch_to_deploy` has folded ``gamma`` into ``fc2``, the
         residual sum into ``fc2`` (else one ``addcmul``). That saves three to
@@ -387,9 +390,9 @@ class InceptionNeXt(BaseModule):
             built (``mmincnext.ops.cpu_kernels_available()``): every token
             mixer with its block norm runs as one pass
             (``mmincnext.ops.inception_mixer``), and in the stages with
-            channels a multiple of 16 and MLP weights of at most 2 MB (the
-            first two of tiny, small and base) the whole block is one kernel
-            (``mmincnext.ops.metanext_block``). Outputs match PyTorch's
+            channels a multiple of 16 and MLP weights of at most 6 MiB (the
+            first three of tiny and small, the first two of base) the whole
+            block is one kernel (``mmincnext.ops.metanext_block``). Outputs match PyTorch's
             modules within float32 rounding. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialization.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an

@@ -14,7 +14,10 @@
 // takes a block of rows whose hidden activations fit in L2, computes them with
 // a register-blocked kernel that applies bias and GELU before the store, and
 // feeds them to fc2 at once, whose kernel adds bias and shortcut before its
-// store. The weights are packed once per call into panels of 16 * NV columns.
+// store. Where the weights do not fit in L2 (C = 384: 4.7 MB), the hidden
+// units go in chunks of up to 384, fc2 adding each chunk's sums to the block's
+// output, so that only the weights come from the last-level cache. The
+// weights are packed once per call into panels of 16 * NV columns.
 //
 // GELU is the exact (erf) form through a piecewise polynomial of the normal
 // CDF (see gelu512), within 2.4e-7 of it, the float32 rounding of the result.
@@ -24,6 +27,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -33,6 +37,11 @@ namespace {
 // Hidden activations computed per task: about a quarter of a 1 MiB L2, so
 // that they, the input rows and a weight panel stay in L2 between fc1 and fc2.
 constexpr int64_t kHiddenBlockBytes = 256 * 1024;
+
+// MLPs whose two weights take more than this go through the hidden units in
+// chunks (see mlp_blocks): each row block then reads every weight once from
+// the last-level cache while its inputs, outputs and hidden chunk stay in L2.
+constexpr int64_t kWholeHiddenWeightBytes = 2 * 1024 * 1024;
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,fma")
@@ -79,10 +88,12 @@ inline __m512 gelu512(__m512 x) {
   return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, q));
 }
 
-enum Epilogue { kBiasGelu, kBiasResidual };
+// What the GEMM kernels do to a @ b before the store: gelu(. + bias);
+// . + bias + r (the residual); . + r (r = c: accumulate into the output).
+enum Epilogue { kBiasGelu, kBiasResidual, kAdd };
 
-// c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV] + bias), a with row stride
-// lda, b a packed panel, c (and the residual r) with row stride ldc (ldr).
+// c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV]), a with row stride lda, b
+// a packed panel, c (and the residual r) with row stride ldc (ldr).
 template <int MR, int NV, Epilogue EPI>
 inline void micro_kernel(const float* a, int64_t lda, const float* b,
                          int64_t K, const float* bias, const float* r,
@@ -101,9 +112,9 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
     }
   }
   for (int v = 0; v < NV; ++v) {
-    const __m512 bb = _mm512_loadu_ps(bias + 16 * v);
+    const __m512 bb = EPI == kAdd ? _mm512_setzero_ps() : _mm512_loadu_ps(bias + 16 * v);
     for (int i = 0; i < MR; ++i) {
-      __m512 y = _mm512_add_ps(acc[i][v], bb);
+      __m512 y = EPI == kAdd ? acc[i][v] : _mm512_add_ps(acc[i][v], bb);
       if (EPI == kBiasGelu)
         y = gelu512(y);
       else
@@ -124,7 +135,7 @@ void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
   float r_pad[MR * NR] = {0}, c_pad[MR * NR];
   for (int64_t i = 0; i < m; ++i) {
     std::memcpy(a_pad.get() + i * K, a + i * lda, K * sizeof(float));
-    if (EPI == kBiasResidual)
+    if (EPI != kBiasGelu)
       std::memcpy(r_pad + i * NR, r + i * ldr, NR * sizeof(float));
   }
   micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR);
@@ -273,10 +284,11 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
   }
 }
 
-// W [N, K] -> panels of NR = 16 * panel_vectors(N) columns of W^T, each
-// [K, NR] row-major, so that the kernel reads one contiguous row per k.
-torch::Tensor pack_weight(const torch::Tensor& w) {
-  const int64_t N = w.size(0), K = w.size(1), NR = 16 * panel_vectors(N);
+// W [N, K] -> panels of NR = 16 * panel_vectors(n) columns of W^T, each
+// [K, NR] row-major, so that the kernel reads one contiguous row per k; n
+// (a divisor of N, a multiple of NR) is the width of the GEMMs that use it.
+torch::Tensor pack_weight(const torch::Tensor& w, int64_t n) {
+  const int64_t N = w.size(0), K = w.size(1), NR = 16 * panel_vectors(n);
   return w.view({N / NR, NR, K}).transpose(1, 2).contiguous();
 }
 
@@ -353,43 +365,84 @@ Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch:
   return m;
 }
 
+// The MLP's weights packed for hidden chunks of Hc units: w1 as the panels
+// of fc1 [H, C] (chunk j: Hc / NR consecutive panels), w2 as those of the
+// Hc columns of fc2 [C, H] for each chunk in turn.
+// All H hidden units where both weights take at most
+// kWholeHiddenWeightBytes, else chunks of at most 384 units (a multiple of
+// 64, the widest register tile, where one divides H).
+int64_t auto_hidden_chunk(int64_t C, int64_t H) {
+  if (8 * C * H <= kWholeHiddenWeightBytes) return H;
+  for (const int64_t step : {64, 16})
+    for (int64_t hc = 384 / step * step; hc >= step; hc -= step)
+      if (H % hc == 0) return hc;
+  return H;
+}
+
 struct Mlp {
-  torch::Tensor w1, w2;  // packed
+  torch::Tensor w1, w2;
   const float *b1, *b2;
-  int64_t C, H;
+  int64_t C, H, Hc;
 };
 
 Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-             const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, const char* op) {
+             const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
+             const char* op) {
   for (const auto* t : {&fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias}) check_contiguous(*t, op, "an MLP weight");
   const int64_t H = fc1_weight.size(0);
   TORCH_CHECK(fc1_weight.sizes() == at::IntArrayRef({H, C}) && fc2_weight.sizes() == at::IntArrayRef({C, H}) &&
                   fc1_bias.numel() == H && fc2_bias.numel() == C,
               op, ": weight shapes do not match x");
   TORCH_CHECK(C % 16 == 0 && H % 16 == 0, op, ": channels must be multiples of 16");
-  return Mlp{pack_weight(fc1_weight), pack_weight(fc2_weight), fc1_bias.data_ptr<float>(),
-             fc2_bias.data_ptr<float>(), C, H};
+  const int64_t Hc = hidden_chunk == 0 ? auto_hidden_chunk(C, H) : hidden_chunk;
+  TORCH_CHECK(Hc > 0 && Hc % 16 == 0 && H % Hc == 0, op, ": hidden_chunk must be 0 or a multiple of 16 that divides ",
+              H, ", got ", hidden_chunk);
+  // [H / Hc * C, Hc]: the Hc columns of fc2 for each chunk, one under another
+  const torch::Tensor w2_chunks = fc2_weight.view({C, H / Hc, Hc}).transpose(0, 1).reshape({-1, Hc});
+  return Mlp{pack_weight(fc1_weight, Hc), pack_weight(w2_chunks, C), fc1_bias.data_ptr<float>(),
+             fc2_bias.data_ptr<float>(), C, H, Hc};
+}
+
+// Rows of the register tiles of gemm_rows_any for an output width n.
+int64_t tile_rows(int64_t n) {
+  const int nv = panel_vectors(n);
+  return nv == 4 ? 6 : nv == 3 ? 8 : 12;
 }
 
 // out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
-// activations take about hidden_block_bytes; input(r0, m, buffer) returns the
-// rows [r0, r0 + m) of a (row stride C), possibly computed into `buffer`.
+// activations (one chunk of Hc units at a time) take about
+// hidden_block_bytes, as many blocks for each thread. Per chunk: fc1's Hc
+// hidden units, GELU, and fc2's sums over them, added to the block's output
+// (which the first chunk starts with bias + shortcut). input(r0, m, buffer)
+// returns the rows [r0, r0 + m) of a (row stride C), possibly computed into
+// `buffer` (buffer_width floats per row).
 template <class Input>
-void mlp_blocks(const Mlp& mlp, int64_t M, Input input, const float* shortcut, float* out,
+void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, const float* shortcut, float* out,
                 int64_t hidden_block_bytes) {
   TORCH_CHECK(hidden_block_bytes > 0, "hidden_block_bytes must be positive");
-  const int64_t C = mlp.C, H = mlp.H;
+  const int64_t C = mlp.C, H = mlp.H, Hc = mlp.Hc;
   const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
-  // A multiple of 24 rows (both kernels' MR divide it).
-  const int64_t rows = std::max<int64_t>(24, hidden_block_bytes / (H * 4) / 24 * 24);
-  const int64_t blocks = (M + rows - 1) / rows;
+  // rows: a multiple of both kernels' tile rows, about hidden_block_bytes,
+  // and blocks a multiple of the threads where that evens out their work
+  const int64_t tile = std::lcm(tile_rows(Hc), tile_rows(C)), threads = at::get_num_threads();
+  int64_t rows = std::max(tile, hidden_block_bytes / (Hc * 4) / tile * tile);
+  int64_t blocks = (M + rows - 1) / rows;
+  blocks = (blocks + threads - 1) / threads * threads;
+  rows = ((M + blocks - 1) / blocks + tile - 1) / tile * tile;
+  blocks = (M + rows - 1) / rows;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::unique_ptr<float[]> hidden(new float[rows * H]), buffer(new float[rows * C]);
+    std::unique_ptr<float[]> hidden(new float[rows * Hc]), buffer(new float[rows * buffer_width]);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
       const float* a = input(r0, m, buffer.get());
-      gemm_rows_any<kBiasGelu>(m, a, C, W1, C, H, mlp.b1, nullptr, 0, hidden.get(), H);
-      gemm_rows_any<kBiasResidual>(m, hidden.get(), H, W2, H, C, mlp.b2, shortcut + r0 * C, C, out + r0 * C, C);
+      float* o = out + r0 * C;
+      for (int64_t j = 0; j < H; j += Hc) {
+        gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, hidden.get(), Hc);
+        if (j == 0)
+          gemm_rows_any<kBiasResidual>(m, hidden.get(), Hc, W2, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C);
+        else
+          gemm_rows_any<kAdd>(m, hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C);
+      }
     }
   });
 }
@@ -398,18 +451,18 @@ void mlp_blocks(const Mlp& mlp, int64_t M, Input input, const float* shortcut, f
 
 torch::Tensor fused_mlp(const torch::Tensor& x, const torch::Tensor& shortcut, const torch::Tensor& fc1_weight,
                         const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
-                        const torch::Tensor& fc2_bias, int64_t hidden_block_bytes) {
+                        const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk) {
   TORCH_CHECK(cpu_supported(), "fused_mlp needs a CPU with AVX-512 (F, DQ) and FMA");
   check_contiguous(x, "fused_mlp", "x");
   check_contiguous(shortcut, "fused_mlp", "shortcut");
   TORCH_CHECK(x.dim() == 2 && shortcut.sizes() == x.sizes(), "fused_mlp: x and shortcut must be [M, C] alike");
   at::NoGradGuard no_grad;
-  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, "fused_mlp");
+  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, hidden_chunk, "fused_mlp");
   torch::Tensor out = torch::empty_like(shortcut);
   const float* X = x.data_ptr<float>();
   const int64_t C = mlp.C;
   mlp_blocks(
-      mlp, x.size(0), [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, shortcut.data_ptr<float>(),
+      mlp, x.size(0), [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, 0, shortcut.data_ptr<float>(),
       out.data_ptr<float>(), hidden_block_bytes);
   return out;
 }
@@ -437,12 +490,12 @@ torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, 
                              const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
                              const c10::optional<torch::Tensor>& shift, const torch::Tensor& fc1_weight,
                              const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
-                             const torch::Tensor& fc2_bias, int64_t hidden_block_bytes) {
+                             const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk) {
   TORCH_CHECK(cpu_supported(), "metanext_block needs a CPU with AVX-512 (F, DQ) and FMA");
   at::NoGradGuard no_grad;
   std::vector<torch::Tensor> keep;
   const Mixer m = make_mixer(x, w_hw, b_hw, w_w, b_w, w_h, b_h, scale, shift, keep, "metanext_block");
-  const Mlp mlp = make_mlp(m.C, fc1_weight, fc1_bias, fc2_weight, fc2_bias, "metanext_block");
+  const Mlp mlp = make_mlp(m.C, fc1_weight, fc1_bias, fc2_weight, fc2_bias, hidden_chunk, "metanext_block");
   torch::Tensor out = empty_channels_last(x);
   const float* X = x.data_ptr<float>();
   mlp_blocks(
@@ -451,7 +504,7 @@ torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, 
         mixer_pixels(m, X, r0, r0 + rows, buffer, m.C);
         return static_cast<const float*>(buffer);
       },
-      X, out.data_ptr<float>(), hidden_block_bytes);
+      m.C, X, out.data_ptr<float>(), hidden_block_bytes);
   return out;
 }
 
@@ -459,7 +512,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_supported", &cpu_supported, "whether this CPU runs the kernels (AVX-512 F, DQ and FMA)");
   m.def("fused_mlp", &fused_mlp, "shortcut + fc2(gelu(fc1(x))) for row-major [M, C] float32 CPU tensors",
         py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
-        py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes);
+        py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes, py::arg("hidden_chunk") = 0);
   m.def("inception_mixer", &inception_mixer,
         "affine(cat(x_id, dwconv_hw(x_hw), dwconv_w(x_w), dwconv_h(x_h))) for channels-last float32 CPU x",
         py::arg("x"), py::arg("w_hw"), py::arg("b_hw"), py::arg("w_w"), py::arg("b_w"), py::arg("w_h"),
@@ -467,5 +520,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("metanext_block", &metanext_block, "x + fc2(gelu(fc1(inception_mixer(x)))) for channels-last float32 CPU x",
         py::arg("x"), py::arg("w_hw"), py::arg("b_hw"), py::arg("w_w"), py::arg("b_w"), py::arg("w_h"),
         py::arg("b_h"), py::arg("scale"), py::arg("shift"), py::arg("fc1_weight"), py::arg("fc1_bias"),
-        py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes);
+        py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes, py::arg("hidden_chunk") = 0);
 }
