@@ -147,7 +147,7 @@ inline const float* residual(const float* r, int64_t offset) {
   return r == nullptr ? nullptr : r + offset;
 }
 
-// c[m, N] = epilogue(a[m, K] @ W^T + bias), W packed by pack_weight.
+// c[m, N] = epilogue(a[m, K] @ W^T + bias), W packed by pack_panels.
 template <int MR, int NV, Epilogue EPI>
 void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
                int64_t K, int64_t N, const float* bias, const float* r,
@@ -284,13 +284,31 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
   }
 }
 
-// W [N, K] -> panels of NR = 16 * panel_vectors(n) columns of W^T, each
-// [K, NR] row-major, so that the kernel reads one contiguous row per k; n
-// (a divisor of N, a multiple of NR) is the width of the GEMMs that use it.
-torch::Tensor pack_weight(const torch::Tensor& w, int64_t n) {
-  const int64_t N = w.size(0), K = w.size(1), NR = 16 * panel_vectors(n);
-  return w.view({N / NR, NR, K}).transpose(1, 2).contiguous();
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,fma")
+
+// Panels of the weights for gemm_rows: for each of `chunks` column ranges
+// [c K, (c + 1) K) of W [N, chunks K] (row stride ldw), panels of NR rows
+// transposed, out[c][p][k][j] = W[p NR + j][c K + k], so that the kernel reads
+// one contiguous row of NR columns of W^T per k. One pass, in parallel.
+void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out) {
+  const int64_t panels = N / NR;
+  at::parallel_for(0, chunks * panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t c = t / panels, p = t % panels;
+      float* dst = out + (c * panels + p) * K * NR;
+      for (int64_t j = 0; j < NR; j += 16) {  // 16 rows of W: one gather per column
+        const float* src = w + (p * NR + j) * ldw + c * K;
+        const __m512i rows = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(static_cast<int>(ldw)));
+        for (int64_t k = 0; k < K; ++k) _mm512_storeu_ps(dst + k * NR + j, _mm512_i32gather_ps(rows, src + k, 4));
+      }
+    }
+  });
 }
+
+#pragma GCC pop_options
 
 }  // namespace
 
@@ -397,10 +415,11 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
   const int64_t Hc = hidden_chunk == 0 ? auto_hidden_chunk(C, H) : hidden_chunk;
   TORCH_CHECK(Hc > 0 && Hc % 16 == 0 && H % Hc == 0, op, ": hidden_chunk must be 0 or a multiple of 16 that divides ",
               H, ", got ", hidden_chunk);
-  // [H / Hc * C, Hc]: the Hc columns of fc2 for each chunk, one under another
-  const torch::Tensor w2_chunks = fc2_weight.view({C, H / Hc, Hc}).transpose(0, 1).reshape({-1, Hc});
-  return Mlp{pack_weight(fc1_weight, Hc), pack_weight(w2_chunks, C), fc1_bias.data_ptr<float>(),
-             fc2_bias.data_ptr<float>(), C, H, Hc};
+  Mlp mlp{torch::empty({H * C}, fc1_weight.options()), torch::empty({C * H}, fc2_weight.options()),
+          fc1_bias.data_ptr<float>(), fc2_bias.data_ptr<float>(), C, H, Hc};
+  pack_panels(fc1_weight.data_ptr<float>(), C, H, C, 1, 16 * panel_vectors(Hc), mlp.w1.data_ptr<float>());
+  pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, 16 * panel_vectors(C), mlp.w2.data_ptr<float>());
+  return mlp;
 }
 
 // Rows of the register tiles of gemm_rows_any for an output width n.
