@@ -110,7 +110,8 @@ def test_fused_gelu_is_exact_over_its_range():
     special = [0., -0., 1e-30, -1e-30, 1e-45, -1e-45, 5.5, -5.5, 5.6, -5.6,
                5.61, -5.61, 1e4, -1e4, 3.4e38, -3.4e38]
     x = torch.cat([torch.linspace(-100, 100, 16 * 4001),
-                   torch.tensor(special * 16 + [float('nan')] * 16)]).view(-1, 16)
+                   torch.tensor(special * 16 + [float('nan')] * 16)])
+    x = x.view(-1, 16)
     eye = torch.eye(16)
     out = ops.fused_mlp(x, torch.zeros_like(x), eye, torch.zeros(16), eye,
                         torch.zeros(16))

@@ -233,14 +233,15 @@ class MetaNeXtBlock(nn.Module):
         On CPU, in float32, with weights of at most
         ``FUSED_MLP_MAX_WEIGHT_BYTES``, mmincnext's compiled kernel runs the
         whole MLP (``gamma`` folded into ``fc2``) in row blocks whose hidden
-        activations (or chunks of them) stay in L2. Otherwise on CPU, oneDNN runs each GEMM with
-        its epilogue fused: bias and GELU into ``fc1``; bias and, once
-        :meth:`switch_to_deploy` has folded ``gamma`` into ``fc2``, the
-        residual sum into ``fc2`` (else one ``addcmul``). That saves three to
-        four passes over the activations; large inputs go through the MLP in
-        row blocks of about ``MLP_BLOCK_BYTES`` of hidden activations, which
-        stay in cache. Elsewhere (GPU, ``torch.compile``) the residual sum is
-        the GEMM's accumulator (``addmm``) or an ``addcmul``."""
+        activations (or chunks of them) stay in L2. Otherwise on CPU, oneDNN
+        runs each GEMM with its epilogue fused: bias and GELU into ``fc1``;
+        bias and, once :meth:`switch_to_deploy` has folded ``gamma`` into
+        ``fc2``, the residual sum into ``fc2`` (else one ``addcmul``). That
+        saves three to four passes over the activations; large inputs go
+        through the MLP in row blocks of about ``MLP_BLOCK_BYTES`` of hidden
+        activations, which stay in cache. Elsewhere (GPU, ``torch.compile``)
+        the residual sum is the GEMM's accumulator (``addmm``) or an
+        ``addcmul``."""
         x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
         w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
@@ -392,8 +393,8 @@ class InceptionNeXt(BaseModule):
             (``mmincnext.ops.inception_mixer``), and in the stages with
             channels a multiple of 16 and MLP weights of at most 6 MiB (the
             first three of tiny and small, the first two of base) the whole
-            block is one kernel (``mmincnext.ops.metanext_block``). Outputs match PyTorch's
-            modules within float32 rounding. Defaults to True.
+            block is one kernel (``mmincnext.ops.metanext_block``). Outputs
+            match PyTorch's modules within float32 rounding. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialization.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official/timm ImageNet checkpoint (plain, ``state_dict``/``model``

@@ -27,9 +27,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <numeric>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <vector>
 
 namespace {
@@ -292,6 +292,8 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
 // transposed, out[c][p][k][j] = W[p NR + j][c K + k], so that the kernel reads
 // one contiguous row of NR columns of W^T per k. One pass, in parallel.
 void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out) {
+  // the gathers' byte offsets (up to 15 rows) are 32-bit
+  TORCH_CHECK(15 * ldw < (int64_t{1} << 29), "MLP weights too wide for the kernels: rows of ", ldw, " floats");
   const int64_t panels = N / NR;
   at::parallel_for(0, chunks * panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -383,9 +385,6 @@ Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch:
   return m;
 }
 
-// The MLP's weights packed for hidden chunks of Hc units: w1 as the panels
-// of fc1 [H, C] (chunk j: Hc / NR consecutive panels), w2 as those of the
-// Hc columns of fc2 [C, H] for each chunk in turn.
 // All H hidden units where both weights take at most
 // kWholeHiddenWeightBytes, else chunks of at most 384 units (a multiple of
 // 64, the widest register tile, where one divides H).
@@ -397,6 +396,9 @@ int64_t auto_hidden_chunk(int64_t C, int64_t H) {
   return H;
 }
 
+// The MLP's weights packed for hidden chunks of Hc units: w1 as the panels
+// of fc1 [H, C] (chunk j: Hc / NR consecutive panels), w2 as those of the
+// Hc columns of fc2 [C, H] for each chunk in turn.
 struct Mlp {
   torch::Tensor w1, w2;
   const float *b1, *b2;

@@ -30,7 +30,8 @@ def table():
 if __name__ == '__main__':
     s, coef = table()
     print(f'constexpr float kGeluScale = {s!r}f, kGeluMaxAbs = {A_MAX}f;')
-    print(f'alignas(64) constexpr float kGeluQ[{DEGREE + 1}][{INTERVALS}] = {{')
+    print('alignas(64) constexpr float '
+          f'kGeluQ[{DEGREE + 1}][{INTERVALS}] = {{')
     for row in coef:
         print('    {' + ', '.join(f'{str(c)}f' for c in row) + '},')
     print('};')
