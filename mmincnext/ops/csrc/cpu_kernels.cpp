@@ -271,16 +271,17 @@ void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float*
 // Register blocking by the width of the output: NV vectors of 16 columns
 // per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
 int panel_vectors(int64_t n) { return n % 64 == 0 ? 4 : n % 48 == 0 ? 3 : n % 32 == 0 ? 2 : 1; }
+constexpr int tile_rows_of(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }  // MR for NV
 
 template <Epilogue EPI>
 void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
                    int64_t K, int64_t N, const float* bias, const float* r,
                    int64_t ldr, float* c, int64_t ldc) {
   switch (panel_vectors(N)) {
-    case 4: return gemm_rows<6, 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
-    case 3: return gemm_rows<8, 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
-    case 2: return gemm_rows<12, 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
-    default: return gemm_rows<12, 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    case 4: return gemm_rows<tile_rows_of(4), 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    case 3: return gemm_rows<tile_rows_of(3), 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    case 2: return gemm_rows<tile_rows_of(2), 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    default: return gemm_rows<tile_rows_of(1), 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
   }
 }
 
@@ -425,10 +426,7 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
 }
 
 // Rows of the register tiles of gemm_rows_any for an output width n.
-int64_t tile_rows(int64_t n) {
-  const int nv = panel_vectors(n);
-  return nv == 4 ? 6 : nv == 3 ? 8 : 12;
-}
+int64_t tile_rows(int64_t n) { return tile_rows_of(panel_vectors(n)); }
 
 // out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
 // activations (one chunk of Hc units at a time) take about
