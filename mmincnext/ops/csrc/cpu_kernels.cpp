@@ -296,15 +296,14 @@ void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chun
   // the gathers' byte offsets (up to 15 rows) are 32-bit
   TORCH_CHECK(15 * ldw < (int64_t{1} << 29), "MLP weights too wide for the kernels: rows of ", ldw, " floats");
   const int64_t panels = N / NR;
+  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(static_cast<int>(ldw)));  // 16 rows of W
   at::parallel_for(0, chunks * panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t c = t / panels, p = t % panels;
       float* dst = out + (c * panels + p) * K * NR;
-      for (int64_t j = 0; j < NR; j += 16) {  // 16 rows of W: one gather per column
+      for (int64_t j = 0; j < NR; j += 16) {  // one gather of 16 rows per column
         const float* src = w + (p * NR + j) * ldw + c * K;
-        const __m512i rows = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(static_cast<int>(ldw)));
         for (int64_t k = 0; k < K; ++k) _mm512_storeu_ps(dst + k * NR + j, _mm512_i32gather_ps(rows, src + k, 4));
       }
     }
