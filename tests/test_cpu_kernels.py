@@ -103,6 +103,38 @@ def test_fused_mlp_hidden_chunks(channels, hidden, chunk):
 
 
 @needs_kernel
+@pytest.mark.parametrize('threads', [2, 3])
+def test_kernels_give_the_same_bits_on_any_number_of_threads(threads):
+    """The threads take row blocks (and weight panels to pack) from a shared
+    counter, in whatever order they get there: every block is computed
+    exactly once and in the same way, so the output does not depend on the
+    number of threads (three: blocks not a multiple of the threads)."""
+    args = random_mlp(1000, 96, 384)
+    x = channels_last_input(2, 32, 9, 11)
+    mixer = random_mixer(32)
+    _, _, w1, b1, w2, b2 = random_mlp(1, 32, 128)
+    block_args = (x, *ops._mixer_args(mixer), None, None, w1, b1, w2, b2)
+
+    def run():
+        return (ops._ext.fused_mlp(*args, hidden_block_bytes=24 * 384 * 4),
+                ops._ext.fused_mlp(*args, hidden_chunk=96),
+                ops._ext.metanext_block(*block_args,
+                                        hidden_block_bytes=24 * 128 * 4))
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = run()
+        torch.set_num_threads(threads)
+        parallel = run()
+    finally:
+        torch.set_num_threads(before)
+    assert rel_err(serial[0], reference(*args)) < 1e-5
+    for s, p in zip(serial, parallel):
+        torch.testing.assert_close(p, s, rtol=0, atol=0)
+
+
+@needs_kernel
 def test_fused_gelu_is_exact_over_its_range():
     """With identity weights the kernel computes gelu(x) itself: within the
     float32 rounding of the exact erf form from -100 to 100, at the ends of
