@@ -114,16 +114,19 @@ inline __m512 gelu512(__m512 x) {
 enum Epilogue { kBiasGelu, kBiasResidual, kAdd };
 
 // c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV]), a with row stride lda, b
-// a packed panel, c (and the residual r) with row stride ldc (ldr).
+// a packed panel, c (and the residual r) with row stride ldc (ldr). The
+// first pf_lines iterations each prefetch a cache line of pf into L2.
 template <int MR, int NV, Epilogue EPI>
 inline void micro_kernel(const float* a, int64_t lda, const float* b,
                          int64_t K, const float* bias, const float* r,
-                         int64_t ldr, float* c, int64_t ldc) {
+                         int64_t ldr, float* c, int64_t ldc, const float* pf,
+                         int64_t pf_lines) {
   constexpr int NR = 16 * NV;
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
+    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
     __m512 bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * NR + 16 * v);
     for (int i = 0; i < MR; ++i) {
@@ -159,7 +162,7 @@ void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
     if (EPI != kBiasGelu)
       std::memcpy(r_pad + i * NR, r + i * ldr, NR * sizeof(float));
   }
-  micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR);
+  micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR, nullptr, 0);
   for (int64_t i = 0; i < m; ++i)
     std::memcpy(c + i * ldc, c_pad + i * NR, NR * sizeof(float));
 }
@@ -168,18 +171,30 @@ inline const float* residual(const float* r, int64_t offset) {
   return r == nullptr ? nullptr : r + offset;
 }
 
-// c[m, N] = epilogue(a[m, K] @ W^T + bias), W packed by pack_panels.
+// c[m, N] = epilogue(a[m, K] @ W^T + bias), W packed by pack_panels. While
+// the row tiles go through one panel, which then stays in L2, the next one
+// (after the last: the `next_floats` floats at `next`, the first panel of
+// the caller's next call) is prefetched into L2, a slice per tile, so that
+// the first tile of a panel does not wait for the last-level cache (the
+// weights of stage 1 and up do not fit in L2 with the activations).
 template <int MR, int NV, Epilogue EPI>
 void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
                int64_t K, int64_t N, const float* bias, const float* r,
-               int64_t ldr, float* c, int64_t ldc) {
+               int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats) {
   constexpr int NR = 16 * NV;
+  const int64_t tiles = m / MR;
   for (int64_t n = 0; n < N; n += NR) {  // a panel of W stays in cache
     const float* b = packed + n * K;
+    const bool last = n + NR >= N;
+    const float* pf = last ? next : b + K * NR;
+    const int64_t lines = (last ? next_floats : K * NR) / 16;
+    const int64_t per_tile = tiles > 0 ? std::min(K, (lines + tiles - 1) / tiles) : 0;
     int64_t i = 0;
-    for (; i + MR <= m; i += MR)
-      micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n,
-                                residual(r, i * ldr + n), ldr, c + i * ldc + n, ldc);
+    for (; i + MR <= m; i += MR) {
+      const int64_t l0 = std::min(lines, i / MR * per_tile);
+      micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n, residual(r, i * ldr + n), ldr, c + i * ldc + n,
+                                ldc, pf + 16 * l0, std::min(per_tile, lines - l0));
+    }
     if (i < m)
       micro_kernel_tail<MR, NV, EPI>(m - i, a + i * lda, lda, b, K, bias + n,
                                      residual(r, i * ldr + n), ldr,
@@ -297,12 +312,12 @@ constexpr int tile_rows_of(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }  /
 template <Epilogue EPI>
 void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
                    int64_t K, int64_t N, const float* bias, const float* r,
-                   int64_t ldr, float* c, int64_t ldc) {
+                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats) {
   switch (panel_vectors(N)) {
-    case 4: return gemm_rows<tile_rows_of(4), 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
-    case 3: return gemm_rows<tile_rows_of(3), 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
-    case 2: return gemm_rows<tile_rows_of(2), 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
-    default: return gemm_rows<tile_rows_of(1), 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc);
+    case 4: return gemm_rows<tile_rows_of(4), 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    case 3: return gemm_rows<tile_rows_of(3), 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    case 2: return gemm_rows<tile_rows_of(2), 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    default: return gemm_rows<tile_rows_of(1), 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
   }
 }
 
@@ -479,11 +494,17 @@ void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, co
         const float* a = input(r0, m, s.buffer.get());
         float* o = out + r0 * C;
         for (int64_t j = 0; j < H; j += Hc) {
-          gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc);
+          // each call prefetches the other's first panel (fc1's: chunk
+          // j + Hc, or chunk 0 for the next row block)
+          const float* next_w1 = W1 + (j + Hc < H ? j + Hc : 0) * C;
+          gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
+                                   W2 + j * C, Hc * 16 * panel_vectors(C));
           if (j == 0)
-            gemm_rows_any<kBiasResidual>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C);
+            gemm_rows_any<kBiasResidual>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C,
+                                         next_w1, C * 16 * panel_vectors(Hc));
           else
-            gemm_rows_any<kAdd>(m, s.hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C);
+            gemm_rows_any<kAdd>(m, s.hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1,
+                                C * 16 * panel_vectors(Hc));
         }
       });
 }
