@@ -324,22 +324,49 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,fma")
 
+// r[i] = row i of a 16 x 16 block -> r[i] = column i: pairs, then quads
+// within 128-bit lanes, then the lanes.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[i + q], lane l: rows i .. i + 3 of column 4 l + q
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int q = 0; q < 4; ++q) {
+    const __m512 a = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44), b = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
+    const __m512 c = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44), d = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
+    t[q] = _mm512_shuffle_f32x4(a, c, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    t[8 + q] = _mm512_shuffle_f32x4(b, d, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
 // Panels of the weights for gemm_rows: for each of `chunks` column ranges
 // [c K, (c + 1) K) of W [N, chunks K] (row stride ldw), panels of NR rows
 // transposed, out[c][p][k][j] = W[p NR + j][c K + k], so that the kernel reads
-// one contiguous row of NR columns of W^T per k. One pass, in parallel.
+// one contiguous row of NR columns of W^T per k. One pass, in parallel, in
+// 16 x 16 blocks transposed in registers (K and NR are multiples of 16).
 void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out) {
-  // the gathers' byte offsets (up to 15 rows) are 32-bit
-  TORCH_CHECK(15 * ldw < (int64_t{1} << 29), "MLP weights too wide for the kernels: rows of ", ldw, " floats");
   const int64_t panels = N / NR;
-  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                          _mm512_set1_epi32(static_cast<int>(ldw)));  // 16 rows of W
   parallel_dynamic(chunks * panels, [&](int64_t t) {
     const int64_t c = t / panels, p = t % panels;
     float* dst = out + (c * panels + p) * K * NR;
-    for (int64_t j = 0; j < NR; j += 16) {  // one gather of 16 rows per column
+    for (int64_t j = 0; j < NR; j += 16) {
       const float* src = w + (p * NR + j) * ldw + c * K;
-      for (int64_t k = 0; k < K; ++k) _mm512_storeu_ps(dst + k * NR + j, _mm512_i32gather_ps(rows, src + k, 4));
+      for (int64_t k = 0; k < K; k += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ldw + k);
+        transpose16(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (k + i) * NR + j, r[i]);
+      }
     }
   });
 }
