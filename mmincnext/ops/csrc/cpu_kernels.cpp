@@ -17,7 +17,9 @@
 // store. Where the weights do not fit in L2 (C = 384: 4.7 MB), the hidden
 // units go in chunks of up to 384, fc2 adding each chunk's sums to the block's
 // output, so that only the weights come from the last-level cache. The
-// weights are packed once per call into panels of 16 * NV columns.
+// weights are packed once per call into panels of 16 * NV columns, and each
+// panel is prefetched into L2 while the previous one is in use. The threads
+// take row blocks one at a time (parallel_dynamic).
 //
 // GELU is the exact (erf) form through a piecewise polynomial of the normal
 // CDF (see gelu512), within 2.4e-7 of it, the float32 rounding of the result.
