@@ -51,7 +51,7 @@ constexpr int64_t kWholeHiddenWeightBytes = 2 * 1024 * 1024;
 // until none is left. A thread slowed by other work (a core shared with
 // other tenants, often 10-15 % slower for a whole run) thus takes fewer
 // items, where at::parallel_for's equal ranges leave the other idle at the
-// end of each call (7 % of a forward pass of tiny).
+// end of each call (5-7 % of a forward pass of tiny).
 template <class Init, class F>
 void parallel_dynamic(int64_t n, Init init, F f) {
   std::atomic<int64_t> next{0};
@@ -461,11 +461,12 @@ int64_t auto_hidden_chunk(int64_t C, int64_t H) {
 
 // The MLP's weights packed for hidden chunks of Hc units: w1 as the panels
 // of fc1 [H, C] (chunk j: Hc / NR consecutive panels), w2 as those of the
-// Hc columns of fc2 [C, H] for each chunk in turn.
+// Hc columns of fc2 [C, H] for each chunk in turn; nr1 and nr2 are their
+// panel widths (the register tiles of outputs Hc and C wide).
 struct Mlp {
   torch::Tensor w1, w2;
   const float *b1, *b2;
-  int64_t C, H, Hc;
+  int64_t C, H, Hc, nr1, nr2;
 };
 
 Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
@@ -481,9 +482,10 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
   TORCH_CHECK(Hc > 0 && Hc % 16 == 0 && H % Hc == 0, op, ": hidden_chunk must be 0 or a multiple of 16 that divides ",
               H, ", got ", hidden_chunk);
   Mlp mlp{torch::empty({H * C}, fc1_weight.options()), torch::empty({C * H}, fc2_weight.options()),
-          fc1_bias.data_ptr<float>(), fc2_bias.data_ptr<float>(), C, H, Hc};
-  pack_panels(fc1_weight.data_ptr<float>(), C, H, C, 1, 16 * panel_vectors(Hc), mlp.w1.data_ptr<float>());
-  pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, 16 * panel_vectors(C), mlp.w2.data_ptr<float>());
+          fc1_bias.data_ptr<float>(), fc2_bias.data_ptr<float>(), C, H, Hc, 16 * panel_vectors(Hc),
+          16 * panel_vectors(C)};
+  pack_panels(fc1_weight.data_ptr<float>(), C, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>());
+  pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>());
   return mlp;
 }
 
@@ -527,13 +529,12 @@ void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, co
           // j + Hc, or chunk 0 for the next row block)
           const float* next_w1 = W1 + (j + Hc < H ? j + Hc : 0) * C;
           gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
-                                   W2 + j * C, Hc * 16 * panel_vectors(C));
+                                   W2 + j * C, Hc * mlp.nr2);
           if (j == 0)
             gemm_rows_any<kBiasResidual>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C,
-                                         next_w1, C * 16 * panel_vectors(Hc));
+                                         next_w1, C * mlp.nr1);
           else
-            gemm_rows_any<kAdd>(m, s.hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1,
-                                C * 16 * panel_vectors(Hc));
+            gemm_rows_any<kAdd>(m, s.hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1, C * mlp.nr1);
         }
       });
 }
