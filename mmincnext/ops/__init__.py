@@ -1,111 +1,19 @@
-"""Compiled CPU kernels of mmincnext (optional).
+"""Inference fast paths of the backbone and mmincnext's compiled CPU kernels.
 
-``mmincnext._ext`` is built from ``mmincnext/ops/csrc`` by ``setup.py``
-(``make install`` runs ``python setup.py build_ext --inplace``) on x86-64 with
-a C++ compiler. Without it, or on a CPU without AVX-512, every model runs on
-PyTorch's own kernels with the same results; :func:`cpu_kernels_available`
-tells which. All kernels are for float32 inference (no autograd).
+- :mod:`mmincnext.ops.kernels`: the Python wrappers of the optional compiled
+  extension ``mmincnext._ext`` (sources in ``csrc/``).
+- :mod:`mmincnext.ops.inference`: :func:`metanext_inference`, the choice
+  between the kernels, oneDNN's fused ops and plain PyTorch for a block.
 """
-import functools
-import importlib
-import importlib.util
-import warnings
+from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, MLP_BLOCK_BYTES,
+                        InferencePlan, inference_plan, metanext_inference,
+                        mixer_inference, mlp_inference)
+from .kernels import (cpu_kernels_available, fused_mlp, inception_mixer,
+                      metanext_block)
 
-
-def _load_extension():
-    if importlib.util.find_spec('mmincnext._ext') is None:
-        return None  # not built: a pure-Python install
-    try:
-        return importlib.import_module('mmincnext._ext')
-    except ImportError as e:  # built, but e.g. against another torch
-        warnings.warn(
-            f'mmincnext._ext does not load ({e}); rebuild it with '
-            '`pip install --no-build-isolation -e .` or `python setup.py '
-            "build_ext --inplace`. Falling back to PyTorch's kernels.")
-        return None
-
-
-_ext = _load_extension()
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_kernels_available() -> bool:
-    """Whether the kernels can run: the extension is built and the CPU has
-    AVX-512 (F, DQ) and FMA."""
-    return _ext is not None and _ext.cpu_supported()
-
-
-def _extension(name):
-    if not cpu_kernels_available():
-        raise RuntimeError(
-            f'mmincnext.ops.{name} needs the compiled extension (python '
-            'setup.py build_ext --inplace) and an AVX-512 CPU')
-    return getattr(_ext, name)
-
-
-def fused_mlp(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
-    """``shortcut + fc2(gelu(fc1(x)))`` in one pass over row blocks whose
-    hidden activations stay in L2 (in chunks of up to 384 hidden units where
-    the two weights take more than 2 MiB).
-
-    Args:
-        x (Tensor): ``[M, C]`` input rows, contiguous.
-        shortcut (Tensor): ``[M, C]`` residual rows, contiguous.
-        fc1_weight (Tensor): ``[H, C]``; ``H`` and ``C`` multiples of 16.
-        fc1_bias (Tensor): ``[H]``.
-        fc2_weight (Tensor): ``[C, H]``.
-        fc2_bias (Tensor): ``[C]``.
-
-    Returns:
-        Tensor: ``[M, C]``, equal to the unfused computation within float32
-        rounding (GELU is the exact erf form).
-    """
-    return _extension('fused_mlp')(x, shortcut, fc1_weight, fc1_bias,
-                                   fc2_weight, fc2_bias)
-
-
-def _mixer_args(mixer):
-    return (mixer.dwconv_hw.weight, mixer.dwconv_hw.bias,
-            mixer.dwconv_w.weight, mixer.dwconv_w.bias,
-            mixer.dwconv_h.weight, mixer.dwconv_h.bias)
-
-
-def inception_mixer(x, mixer, scale=None, shift=None):
-    """The token mixer ``mixer`` (an ``InceptionDWConv2d``), optionally
-    followed by a per-channel affine ``y * scale + shift`` (a BatchNorm in
-    eval mode), in one pass over channels-last activations.
-
-    Args:
-        x (Tensor): ``[N, C, H, W]``, contiguous in channels-last memory.
-        mixer (InceptionDWConv2d): Its three depthwise convs (odd kernels,
-            zero padding, with bias) and the identity-first channel split.
-        scale (Tensor, optional): ``[C]``.
-        shift (Tensor, optional): ``[C]``, given with ``scale``.
-
-    Returns:
-        Tensor: ``[N, C, H, W]`` in channels-last memory.
-    """
-    return _extension('inception_mixer')(x, *_mixer_args(mixer), scale,
-                                         shift)
-
-
-def metanext_block(x, mixer, scale, shift, fc1_weight, fc1_bias, fc2_weight,
-                   fc2_bias):
-    """A whole MetaNeXt block, ``x + fc2(gelu(fc1(affine(mixer(x)))))``: the
-    token mixer (:func:`inception_mixer`) computed row block by row block
-    into L2, where :func:`fused_mlp` takes it at once.
-
-    Args:
-        x (Tensor): ``[N, C, H, W]``, contiguous in channels-last memory.
-        mixer (InceptionDWConv2d): The token mixer.
-        scale, shift (Tensor | None): ``[C]`` affine after the mixer (both
-            or neither).
-        fc1_weight, fc1_bias, fc2_weight, fc2_bias (Tensor): As in
-            :func:`fused_mlp` (``fc2`` with the layer scale folded in).
-
-    Returns:
-        Tensor: ``[N, C, H, W]`` in channels-last memory.
-    """
-    return _extension('metanext_block')(x, *_mixer_args(mixer), scale, shift,
-                                        fc1_weight, fc1_bias, fc2_weight,
-                                        fc2_bias)
+__all__ = [
+    'FUSED_MLP_MAX_WEIGHT_BYTES', 'InferencePlan', 'MLP_BLOCK_BYTES',
+    'cpu_kernels_available', 'fused_mlp', 'inception_mixer',
+    'inference_plan', 'metanext_block', 'metanext_inference',
+    'mixer_inference', 'mlp_inference'
+]

@@ -338,6 +338,8 @@ def breakdown_parts(model, x, args):
     fed the activations it sees in a forward pass of ``x``; and the same
     ``(step, MACs)`` for the whole forward."""
     from mmengine.analysis import FlopAnalyzer
+
+    from mmincnext import ops
     analyzer = FlopAnalyzer(copy.deepcopy(model), inputs=(x, ))
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
@@ -368,7 +370,7 @@ def breakdown_parts(model, x, args):
             mixer_macs = sum(macs[f'{b}.token_mixer'] + macs[f'{b}.norm']
                              for b in names)
             mlp_macs = sum(macs[f'{b}.mlp'] for b in names)
-            if all(block._inference_plan(t)[1]
+            if all(ops.inference_plan(block, t).whole
                    for block, t in zip(stage.blocks, inputs)):
                 # mmincnext.ops.metanext_block: one kernel per block
                 def blocks(blocks=stage.blocks, inputs=inputs):
@@ -381,14 +383,16 @@ def breakdown_parts(model, x, args):
 
             def mixers(blocks=stage.blocks, inputs=inputs):
                 for block, t in zip(blocks, inputs):
-                    block._mix_inference(t, block._inference_plan(t)[0])
+                    ops.mixer_inference(block, t,
+                                        ops.inference_plan(block, t).norm)
 
-            mixed = [block._mix_inference(t, block._inference_plan(t)[0])
+            mixed = [ops.mixer_inference(block, t,
+                                         ops.inference_plan(block, t).norm)
                      for block, t in zip(stage.blocks, inputs)]
 
             def mlps(blocks=stage.blocks, inputs=inputs, mixed=mixed):
                 for block, t, m in zip(blocks, inputs, mixed):
-                    block._mlp_inference(m, t)
+                    ops.mlp_inference(block, m, t)
 
             parts[f'stage {i} token mixers ({n})'] = (inference(mixers),
                                                       mixer_macs)

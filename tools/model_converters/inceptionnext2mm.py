@@ -25,6 +25,8 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 from mmincnext.models.backbones import InceptionNeXt  # noqa: E402
+from mmincnext.models.utils import (extract_state_dict, guess_arch,  # noqa
+                                    load_official_state_dict, stage_depths)
 from mmincnext.utils import safe_torch_load  # noqa: E402
 
 
@@ -43,24 +45,21 @@ def convert(checkpoint: dict):
         ValueError: the checkpoint is not an InceptionNeXt of a known size
             (atto / tiny / small / base).
     """
-    state_dict = InceptionNeXt.extract_state_dict(checkpoint)
+    state_dict = extract_state_dict(checkpoint)
     backbone = {k: v for k, v in state_dict.items()
                 if not k.startswith('head.')}
-    arch = InceptionNeXt.guess_arch(backbone)
+    arch = guess_arch(backbone, InceptionNeXt.arch_settings)
     if arch is None and 'stem.0.weight' in backbone:
-        depths = [len({k.split('.')[3] for k in backbone
-                       if k.startswith(f'stages.{i}.blocks.')})
-                  for i in range(4)]
         raise ValueError(
             'InceptionNeXt checkpoint of unknown size (stem width '
             f"{backbone['stem.0.weight'].shape[0]}, blocks per stage "
-            f'{depths}); known: atto, tiny, small, base')
+            f'{stage_depths(backbone)}); known: atto, tiny, small, base')
     if arch is None:
         raise ValueError(
             'not an InceptionNeXt checkpoint of a known size (atto/tiny/'
             f'small/base); keys start with {sorted(backbone)[:3]}')
     # strict: raises on any missing, extra or mis-shaped tensor
-    InceptionNeXt(arch).load_official_state_dict(backbone)
+    load_official_state_dict(InceptionNeXt(arch), backbone)
     return arch, {f'backbone.{k}': v.clone() for k, v in backbone.items()}
 
 

@@ -8,7 +8,6 @@ The modules and parameter names follow the official implementation (and timm's
 key conversion. Read top to bottom in data-flow order: token mixer, MLP,
 block, stage, network.
 """
-import re
 from typing import Dict, Optional, Sequence, Union
 
 import torch
@@ -25,6 +24,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmincnext import ops
 from mmincnext.registry import MODELS, register_everywhere
+from ..utils import (fold_bn_before, fold_bn_into_next_conv,
+                     fold_bn_into_prev_conv, load_official_state_dict)
 
 
 class InceptionDWConv2d(nn.Module):
@@ -96,26 +97,6 @@ class ConvMlp(nn.Module):
         return F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
 
 
-# Inference on CPU runs the MLP over row blocks of the (N*H*W, C) activations
-# whose hidden activations (rows x 4C) take about this many bytes, so that
-# they stay in the last-level cache between fc1 and fc2 instead of making a
-# round trip through memory (measured +6-8 % for the tiny network at 224 and
-# 512 px on a 2-core Xeon with 36 MB of L3; 2-4 MiB blocks gained nothing,
-# 6-16 MiB about the same). Inputs of at most two blocks go in one piece.
-MLP_BLOCK_BYTES = 8 * 2**20
-
-# mmincnext's compiled MLP kernel (``mmincnext.ops.fused_mlp``, also the MLP
-# part of ``mmincnext.ops.metanext_block``) streams row blocks through fc1,
-# GELU and fc2 with their hidden activations in L2: all of them where both
-# weights fit in L2 (stages 0-1 of tiny: 0.3 and 1.2 MB), else 384 hidden
-# units at a time (stage 2: 4.7 MB). Where the weights take at most this many
-# bytes it runs a tiny block at 80-90 % of the large-GEMM rate against 42-76 %
-# for oneDNN's two GEMMs and the mixer kernel; for larger weights (base's
-# stage 2, 8.4 MB: on par; tiny's stage 3, 19 MB: 70 % against 80 %) oneDNN's
-# blocking of the weights wins.
-FUSED_MLP_MAX_WEIGHT_BYTES = 6 * 2**20
-
-
 class MetaNeXtBlock(nn.Module):
     """``x + drop_path(gamma * mlp(norm(token_mixer(x))))``.
 
@@ -158,7 +139,7 @@ class MetaNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled():
-            return self._forward_inference(x)
+            return ops.metanext_inference(self, x)  # kernels, oneDNN
         shortcut = x
         x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
         x = self.mlp(x.permute(0, 2, 3, 1))
@@ -166,133 +147,13 @@ class MetaNeXtBlock(nn.Module):
             x = x * self.gamma
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
-    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """The block without autograd, in eval mode.
-
-        On CPU in float32 with the compiled kernels (see
-        :class:`InceptionNeXt`, ``cpu_kernels``), the token mixer and the
-        block norm (a BatchNorm's running statistics, as a per-channel
-        affine) run as one pass of :func:`mmincnext.ops.inception_mixer`;
-        where the MLP qualifies for :func:`mmincnext.ops.fused_mlp` (see
-        :func:`_fused_mlp_fits`) the whole block is one call of
-        :func:`mmincnext.ops.metanext_block`, whose mixer output never
-        leaves L2. Otherwise PyTorch's modules, then :meth:`_mlp_inference`.
-        """
-        norm, whole = self._inference_plan(x)
-        if whole:
-            fc1 = self.mlp.fc1
-            w2, b2 = self._fc2_scaled()
-            return ops.metanext_block(x, self.token_mixer, *norm,
-                                      fc1.weight.flatten(1), fc1.bias, w2, b2)
-        return self._mlp_inference(self._mix_inference(x, norm), x)
-
-    def _inference_plan(self, x: torch.Tensor) -> tuple:
-        """``(norm, whole)`` for the block input ``x``: ``norm`` is the block
-        norm as the kernels take it (:meth:`_norm_affine`), or None where
-        the kernels do not apply; ``whole`` tells whether
-        :func:`mmincnext.ops.metanext_block` runs the whole block."""
-        if not (self.cpu_kernels and _cpu_kernels_apply(x)):
-            return None, False
-        norm = self._norm_affine()
-        return norm, norm is not None and _fused_mlp_fits(
-            self.mlp.fc1.weight.flatten(1))
-
-    def _mix_inference(self, x: torch.Tensor,
-                       norm: Optional[tuple]) -> torch.Tensor:
-        """``norm(token_mixer(x))``: one kernel call where ``norm`` (from
-        :meth:`_inference_plan`) is given, else PyTorch's modules."""
-        if norm is None:
-            return self.norm(self.token_mixer(x))
-        return ops.inception_mixer(x, self.token_mixer, *norm)
-
-    def _norm_affine(self) -> Optional[tuple]:
-        """``(scale, shift)`` of the block norm as a per-channel affine,
-        ``(None, None)`` without one (deploy), ``None`` if it is not an
-        affine (a BatchNorm in training mode or without running statistics,
-        another norm)."""
-        if isinstance(self.norm, nn.Identity):
-            return None, None
-        if isinstance(self.norm, _BatchNorm) and not self.norm.training \
-                and self.norm.running_mean is not None:
-            return _bn_scale_shift(self.norm)
-        return None
-
-    def _fc2_scaled(self) -> tuple:
-        """``fc2``'s weight ``[C, H]`` and bias times ``gamma``."""
-        fc2 = self.mlp.fc2
-        w2, b2 = fc2.weight.flatten(1), fc2.bias
-        if self.gamma is not None:
-            w2, b2 = w2 * self.gamma[:, None], b2 * self.gamma
-        return w2, b2
-
-    def _mlp_inference(self, x: torch.Tensor,
-                       shortcut: torch.Tensor) -> torch.Tensor:
-        """``shortcut + gamma * fc2(gelu(fc1(x)))`` without autograd, ``x``
-        being the normed token mixer output.
-
-        On CPU, in float32, with weights of at most
-        ``FUSED_MLP_MAX_WEIGHT_BYTES``, mmincnext's compiled kernel runs the
-        whole MLP (``gamma`` folded into ``fc2``) in row blocks whose hidden
-        activations (or chunks of them) stay in L2. Otherwise on CPU, oneDNN
-        runs each GEMM with its epilogue fused: bias and GELU into ``fc1``;
-        bias and, once :meth:`switch_to_deploy` has folded ``gamma`` into
-        ``fc2``, the residual sum into ``fc2`` (else one ``addcmul``). That
-        saves three to four passes over the activations; large inputs go
-        through the MLP in row blocks of about ``MLP_BLOCK_BYTES`` of hidden
-        activations, which stay in cache. Elsewhere (GPU, ``torch.compile``)
-        the residual sum is the GEMM's accumulator (``addmm``) or an
-        ``addcmul``."""
-        x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
-        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
-        w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
-        if self.cpu_kernels and _fused_mlp_applies(x, shortcut, w1, w2):
-            w2, b2 = self._fc2_scaled()
-            n, h, w, c = x.shape
-            x = ops.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c), w1,
-                              fc1.bias, w2, b2).view(n, h, w, c)
-        elif _onednn_fusion_applies(x, shortcut, w1, w2):
-            rows = max(1, MLP_BLOCK_BYTES // (w1.shape[0] * x.element_size()))
-            if x.shape[:-1].numel() <= 2 * rows:
-                x = self._mlp_onednn(x, shortcut, w1, w2)
-            else:  # row blocks that keep the hidden activations in cache
-                n, h, w, c = x.shape
-                x, shortcut = x.reshape(-1, c), shortcut.reshape(-1, c)
-                out = torch.empty_like(shortcut)
-                for i in range(0, x.shape[0], rows):
-                    out[i:i + rows] = self._mlp_onednn(
-                        x[i:i + rows], shortcut[i:i + rows], w1, w2)
-                x = out.view(n, h, w, c)
-        else:
-            x = self.mlp.act(F.linear(x, w1, fc1.bias))
-            if self.gamma is None:
-                n, h, w, c = shortcut.shape
-                x = torch.addmm(shortcut.reshape(n * h * w, c),
-                                x.reshape(n * h * w, -1), w2.t())
-                x = x.add_(fc2.bias).view(n, h, w, c)
-            else:
-                x = torch.addcmul(shortcut, F.linear(x, w2, fc2.bias),
-                                  self.gamma)
-        return x.permute(0, 3, 1, 2)
-
-    def _mlp_onednn(self, x: torch.Tensor, shortcut: torch.Tensor,
-                    w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-        """``shortcut + gamma * fc2(gelu(fc1(x)))`` with oneDNN's fused
-        epilogues (contiguous CPU tensors, channels last)."""
-        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
-        linear = torch.ops.mkldnn._linear_pointwise
-        x = linear(x, w1, fc1.bias, 'gelu', [], 'none')
-        if self.gamma is None:
-            return linear.binary(x, shortcut, w2, fc2.bias, 'add')
-        return torch.addcmul(shortcut, linear(x, w2, fc2.bias, 'none', [], ''),
-                             self.gamma)
-
     @torch.no_grad()
     def switch_to_deploy(self):
         """Fold ``norm`` (a BatchNorm in eval mode) into ``fc1`` and ``gamma``
         into ``fc2``; one-way, for inference."""
         if self.deploy:
             return
-        self.mlp.fc1 = _fold_bn_before(self.norm, self.mlp.fc1)
+        self.mlp.fc1 = fold_bn_before(self.norm, self.mlp.fc1)
         self.norm = nn.Identity()
         if self.gamma is not None:
             fc2 = self.mlp.fc2
@@ -387,14 +248,10 @@ class InceptionNeXt(BaseModule):
         with_cp (bool): Gradient checkpointing of each block (less memory,
             slower). Defaults to False.
         cpu_kernels (bool): In CPU inference (eval mode, float32, no
-            autograd, eager), use mmincnext's compiled kernels when they are
-            built (``mmincnext.ops.cpu_kernels_available()``): every token
-            mixer with its block norm runs as one pass
-            (``mmincnext.ops.inception_mixer``), and in the stages with
-            channels a multiple of 16 and MLP weights of at most 6 MiB (the
-            first three of tiny and small, the first two of base) the whole
-            block is one kernel (``mmincnext.ops.metanext_block``). Outputs
-            match PyTorch's modules within float32 rounding. Defaults to True.
+            autograd, eager), run the blocks with mmincnext's compiled kernels
+            where they are built and apply, as chosen by
+            :func:`mmincnext.ops.metanext_inference`. Outputs match PyTorch's
+            modules within float32 rounding. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialization.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official/timm ImageNet checkpoint (plain, ``state_dict``/``model``
@@ -529,11 +386,10 @@ class InceptionNeXt(BaseModule):
                 raise ValueError(
                     f'arch[{key!r}] must hold {cls.num_stages} positive '
                     f'numbers, got {value}')
+            if key != 'mlp_ratios' and any(int(v) != v for v in value):
+                raise ValueError(
+                    f'arch[{key!r}] must be ints, got {tuple(value)}')
             settings[key] = tuple(value)
-        for key in ('depths', 'dims'):
-            if any(int(v) != v for v in settings[key]):
-                raise ValueError(f'arch[{key!r}] must be ints, got '
-                                 f'{settings[key]}')
         for key in ('band_kernel_size', 'square_kernel_size'):
             k = settings[key]
             if not isinstance(k, int) or k < 1 or k % 2 == 0:
@@ -655,97 +511,11 @@ class InceptionNeXt(BaseModule):
             return
         super().init_weights()
 
-    @staticmethod
-    def extract_state_dict(checkpoint: dict,
-                           prefix: Optional[str] = None) -> dict:
-        """Unwrap a checkpoint into a backbone state dict in official layout.
-
-        Accepts a plain state dict, ``{'state_dict': ...}`` / ``{'model':
-        ...}`` wrappers and ``module.`` / ``backbone.`` prefixes (or the given
-        ``prefix``).
-        """
-        if not isinstance(checkpoint, dict):
-            raise ValueError(
-                f'checkpoint holds a {type(checkpoint).__name__}, not a '
-                'state dict')
-        for key in ('state_dict', 'model', 'module'):
-            if key in checkpoint and isinstance(checkpoint[key], dict):
-                checkpoint = checkpoint[key]
-                break
-        state_dict = {k: v for k, v in checkpoint.items()
-                      if isinstance(v, torch.Tensor)}
-        state_dict = {(k[7:] if k.startswith('module.') else k): v
-                      for k, v in state_dict.items()}
-        if prefix is None and any(k.startswith('backbone.')
-                                  for k in state_dict):
-            prefix = 'backbone.'
-        if prefix:
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()
-                          if k.startswith(prefix)}
-        return state_dict
-
     def load_official_state_dict(self, checkpoint: dict,
                                  prefix: Optional[str] = None):
-        """Load an official/timm InceptionNeXt checkpoint (or a wrapped one).
-
-        The classifier head and the stages this model does not build are
-        skipped; the output norms ``norm{i}`` (not part of classification
-        checkpoints) keep their init. Everything else must match: a missing,
-        extra or differently shaped network weight raises ``ValueError``
-        naming the keys, so a checkpoint of another architecture or size
-        never loads partially. Skipped and missing keys are logged.
-        """
-        state_dict = self.extract_state_dict(checkpoint, prefix)
-        own = self.state_dict()
-        skipped = sorted(k for k in state_dict if k.startswith('head.') or (
-            re.match(r'stages\.(\d+)\.', k) and
-            int(k.split('.')[1]) >= self.num_built_stages))
-        for k in skipped:
-            state_dict.pop(k)
-        expected = {k for k in own if not re.match(r'norm\d\.', k)}
-        if not expected & set(state_dict):
-            raise ValueError(
-                'the checkpoint is not an InceptionNeXt checkpoint: none of '
-                f'its {len(state_dict)} keys (e.g. '
-                f'{sorted(state_dict)[:3]}) is an InceptionNeXt weight '
-                '(expected stem.*, stages.N.blocks.M.*)')
-        missing = sorted(expected - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        mismatched = sorted(
-            f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
-            f'{tuple(own[k].shape)}' for k in set(state_dict) & set(own)
-            if state_dict[k].shape != own[k].shape)
-        if missing or unexpected or mismatched:
-            guess = self.guess_arch(state_dict)
-            raise ValueError(
-                'checkpoint does not fit InceptionNeXt(arch='
-                f"{self.arch['depths']}/{self.arch['dims']})"
-                + (f'; it looks like {guess!r}' if guess else '') + ':'
-                + (f'\n  missing ({len(missing)}): {missing[:5]}'
-                   if missing else '')
-                + (f'\n  unexpected ({len(unexpected)}): {unexpected[:5]}'
-                   if unexpected else '')
-                + (f'\n  shape mismatch ({len(mismatched)}): '
-                   f'{mismatched[:5]}' if mismatched else ''))
-        self.load_state_dict(state_dict, strict=False)
-        not_loaded = sorted(set(own) - set(state_dict))
-        print_log(
-            f'loaded {len(state_dict)} InceptionNeXt tensors; skipped '
-            f'({len(skipped)}): {skipped}; not in checkpoint, kept init '
-            f'({len(not_loaded)}): {not_loaded}', logger='current')
-
-    @classmethod
-    def guess_arch(cls, state_dict: dict) -> Optional[str]:
-        """Name the standard variant a state dict belongs to, if any."""
-        if 'stem.0.weight' not in state_dict:
-            return None
-        dim0 = state_dict['stem.0.weight'].shape[0]
-        depth2 = len({k.split('.')[3] for k in state_dict
-                      if k.startswith('stages.2.blocks.')})
-        for name, arch in cls.arch_settings.items():
-            if arch['dims'][0] == dim0 and arch['depths'][2] == depth2:
-                return name
-        return None
+        """Load an official/timm checkpoint (or a wrapped one) strictly; see
+        :func:`mmincnext.models.utils.load_official_state_dict`."""
+        load_official_state_dict(self, checkpoint, prefix)
 
     # ------------------------------------------------------------------
     # deploy
@@ -755,7 +525,7 @@ class InceptionNeXt(BaseModule):
         inference: the stem norm into the stem conv, each downsample norm into
         the downsample conv, each block norm into ``fc1``, and each layer
         scale ``gamma`` into ``fc2`` (then ``fc2`` also adds the residual in
-        ``MetaNeXtBlock._forward_inference``).
+        :func:`mmincnext.ops.metanext_inference`).
 
         The name and behaviour follow mmpretrain's re-parameterisable
         backbones. One-way and idempotent: the norms use their running
@@ -765,105 +535,12 @@ class InceptionNeXt(BaseModule):
         """
         if self.deploy:
             return
-        _fold_bn_into_prev_conv(self.stem, conv_idx=0, bn_idx=1)
+        fold_bn_into_prev_conv(self.stem, conv_idx=0, bn_idx=1)
         for stage in self.stages:
             if isinstance(stage.downsample, nn.Sequential):
-                _fold_bn_into_next_conv(stage.downsample, bn_idx=0, conv_idx=1)
+                fold_bn_into_next_conv(stage.downsample, bn_idx=0, conv_idx=1)
             for block in stage.blocks:
                 block.switch_to_deploy()
         self.to(memory_format=torch.channels_last)  # the new, fused convs
         self.deploy = True
 
-
-def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
-    """Whether the fused oneDNN linear ops (``torch.ops.mkldnn``, also used
-    by inductor on CPU) can replace plain ops: contiguous fp32/bf16 CPU
-    tensors, no autograd, not under ``torch.compile`` / tracing (where the
-    compiler does its own fusion)."""
-    return (not torch.compiler.is_compiling()  # first: no graph break
-            and not torch.jit.is_tracing()
-            and not torch.is_grad_enabled()
-            and hasattr(torch.ops.mkldnn, '_linear_pointwise')
-            and torch.backends.mkldnn.is_available()
-            and all(t.device.type == 'cpu' and t.is_contiguous()
-                    and t.dtype in (torch.float32, torch.bfloat16)
-                    and t.dtype == tensors[0].dtype for t in tensors))
-
-
-def _cpu_kernels_apply(x: torch.Tensor) -> bool:
-    """Whether mmincnext's compiled kernels can take the block input ``x``:
-    they are built and supported by the CPU, no autograd, not under
-    ``torch.compile`` / tracing, and ``x`` is a float32 CPU tensor in dense
-    channels-last memory."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False  # first: no graph break
-    if x.dim() != 4:
-        return False
-    n, c, h, w = x.shape
-    return (not torch.is_grad_enabled()
-            and ops.cpu_kernels_available()
-            and x.device.type == 'cpu' and x.dtype == torch.float32
-            and x.stride() == (h * w * c, 1, w * c, c))
-
-
-def _fused_mlp_fits(w1: torch.Tensor) -> bool:
-    """Whether :func:`mmincnext.ops.fused_mlp` takes this MLP (``fc1``'s
-    weight ``[H, C]``), and is the faster choice: channel counts that are
-    multiples of 16, weights of at most ``FUSED_MLP_MAX_WEIGHT_BYTES``."""
-    hidden, channels = w1.shape
-    return (w1.dtype == torch.float32
-            and channels % 16 == 0 and hidden % 16 == 0
-            and 2 * w1.numel() * w1.element_size()
-            <= FUSED_MLP_MAX_WEIGHT_BYTES)
-
-
-def _fused_mlp_applies(x: torch.Tensor, shortcut: torch.Tensor,
-                       w1: torch.Tensor, w2: torch.Tensor) -> bool:
-    """Whether :func:`mmincnext.ops.fused_mlp` can run this MLP on the
-    ``(N, H, W, C)`` views ``x`` and ``shortcut``: the tensors qualify for
-    oneDNN's fused ops in float32, the kernel is built and supported by the
-    CPU, and the weights fit (:func:`_fused_mlp_fits`)."""
-    return (_onednn_fusion_applies(x, shortcut, w1, w2)  # first: compiling
-            and ops.cpu_kernels_available()
-            and x.dtype == torch.float32
-            and _fused_mlp_fits(w1))
-
-
-def _bn_scale_shift(bn: _BatchNorm):
-    """Per-channel (scale, shift) of a BN in eval mode."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) \
-        if bn.affine else 1. / torch.sqrt(bn.running_var + bn.eps)
-    shift = (bn.bias.detach() if bn.affine else 0.) - bn.running_mean * scale
-    return scale, shift
-
-
-def _fold_bn_before(bn: _BatchNorm, conv: nn.Conv2d) -> nn.Conv2d:
-    """A conv equal to ``conv(bn(x))``; ``conv`` must not pad."""
-    if not isinstance(bn, _BatchNorm):
-        raise TypeError(f'can only fold BatchNorm, got {type(bn).__name__}')
-    if conv.groups != 1 or any(p != 0 for p in conv.padding):
-        raise ValueError('can only fold BN into an unpadded dense conv')
-    scale, shift = _bn_scale_shift(bn)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                      stride=conv.stride, bias=True).to(conv.weight)
-    w = conv.weight.detach()
-    fused.weight.data.copy_(w * scale.view(1, -1, 1, 1))
-    bias = conv.bias.detach() if conv.bias is not None else 0.
-    fused.bias.data.copy_(bias + (w * shift.view(1, -1, 1, 1)).sum((1, 2, 3)))
-    return fused
-
-
-def _fold_bn_into_next_conv(seq: nn.Sequential, bn_idx: int, conv_idx: int):
-    seq[conv_idx] = _fold_bn_before(seq[bn_idx], seq[conv_idx])
-    seq[bn_idx] = nn.Identity()
-
-
-def _fold_bn_into_prev_conv(seq: nn.Sequential, conv_idx: int, bn_idx: int):
-    conv, bn = seq[conv_idx], seq[bn_idx]
-    if not isinstance(bn, _BatchNorm):
-        raise TypeError(f'can only fold BatchNorm, got {type(bn).__name__}')
-    scale, shift = _bn_scale_shift(bn)
-    conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
-    bias = conv.bias.data if conv.bias is not None else 0.
-    conv.bias = nn.Parameter(bias * scale + shift)
-    seq[bn_idx] = nn.Identity()

@@ -1,53 +1,17 @@
-"""mmincnext.ops, the compiled kernels of CPU inference: built where they
-can run; the fused MLP, the token mixer and the whole block equal float64
+"""mmincnext.ops.kernels, the compiled kernels of CPU inference: built where
+they can run; the fused MLP, the token mixer and the whole block equal float64
 references (every register blocking, row-block remainders, clipped kernel
-taps, the exact GELU across its range); clear errors on bad input; used by
-the backbone exactly where they apply."""
+taps, the exact GELU across its range); clear errors on bad input."""
 import copy
-import platform
-from unittest import mock
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ops_helpers import needs_kernel, random_mlp, reference, rel_err
 
 from mmincnext import ops
-from mmincnext.models import InceptionNeXt
-from mmincnext.models.backbones import inception_next as backbone_module
 from mmincnext.models.backbones.inception_next import InceptionDWConv2d
-
-
-def cpu_flags():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next((set(line.split(':', 1)[1].split()) for line in f
-                         if line.startswith('flags')), set())
-    except OSError:
-        return set()
-
-
-CPU_RUNS_KERNEL = (platform.machine() in ('x86_64', 'AMD64')
-                   and {'avx512f', 'avx512dq', 'fma'} <= cpu_flags())
-needs_kernel = pytest.mark.skipif(
-    not CPU_RUNS_KERNEL, reason='the kernel needs an x86-64 CPU with AVX-512')
-
-
-def reference(x, shortcut, w1, b1, w2, b2):
-    """shortcut + fc2(gelu(fc1(x))) in float64 (exact erf GELU)."""
-    x, shortcut, w1, b1, w2, b2 = (t.double()
-                                   for t in (x, shortcut, w1, b1, w2, b2))
-    return shortcut + F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
-
-
-def random_mlp(rows, channels, hidden, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(rows, channels, generator=gen),
-            torch.randn(rows, channels, generator=gen),
-            torch.randn(hidden, channels, generator=gen) / channels**0.5,
-            torch.randn(hidden, generator=gen),
-            torch.randn(channels, hidden, generator=gen) / hidden**0.5,
-            torch.randn(channels, generator=gen))
 
 
 @needs_kernel
@@ -91,15 +55,15 @@ def test_fused_mlp_hidden_chunks(channels, hidden, chunk):
     rows chunk by chunk, give the unchunked result: row blocks of 24 rows
     and a remainder (hidden_block_bytes sets 24 rows of one chunk)."""
     args = random_mlp(77, channels, hidden)
-    out = ops._ext.fused_mlp(*args, hidden_block_bytes=24 * chunk * 4,
+    out = ops.kernels._ext.fused_mlp(*args, hidden_block_bytes=24 * chunk * 4,
                              hidden_chunk=chunk)
     ref = reference(*args)
     assert rel_err(out, ref) < 1e-5
-    whole = ops._ext.fused_mlp(*args, hidden_chunk=hidden)
+    whole = ops.kernels._ext.fused_mlp(*args, hidden_chunk=hidden)
     assert rel_err(whole, ref) < 1e-5
     with pytest.raises(RuntimeError, match='hidden_chunk must be 0 or a '
                        f'multiple of 16 that divides {hidden}, got 24'):
-        ops._ext.fused_mlp(*args, hidden_chunk=24)
+        ops.kernels._ext.fused_mlp(*args, hidden_chunk=24)
 
 
 @needs_kernel
@@ -113,12 +77,12 @@ def test_kernels_give_the_same_bits_on_any_number_of_threads(threads):
     x = channels_last_input(2, 32, 9, 11)
     mixer = random_mixer(32)
     _, _, w1, b1, w2, b2 = random_mlp(1, 32, 128)
-    block_args = (x, *ops._mixer_args(mixer), None, None, w1, b1, w2, b2)
+    block_args = (x, *ops.kernels._mixer_args(mixer), None, None, w1, b1, w2, b2)
 
     def run():
-        return (ops._ext.fused_mlp(*args, hidden_block_bytes=24 * 384 * 4),
-                ops._ext.fused_mlp(*args, hidden_chunk=96),
-                ops._ext.metanext_block(*block_args,
+        return (ops.kernels._ext.fused_mlp(*args, hidden_block_bytes=24 * 384 * 4),
+                ops.kernels._ext.fused_mlp(*args, hidden_chunk=96),
+                ops.kernels._ext.metanext_block(*block_args,
                                         hidden_block_bytes=24 * 128 * 4))
 
     before = torch.get_num_threads()
@@ -207,10 +171,6 @@ def mixer_reference(x, mixer, scale=None, shift=None):
     return y
 
 
-def rel_err(out, ref):
-    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
-
-
 @needs_kernel
 @pytest.mark.parametrize(
     'shape,ratio,band',
@@ -262,8 +222,8 @@ def test_metanext_block_equals_float64_reference(shape, hidden_block_bytes,
     gen = torch.Generator().manual_seed(2)
     norm = (torch.rand(c, generator=gen) + 0.5,
             torch.randn(c, generator=gen)) if affine else (None, None)
-    out = ops._ext.metanext_block(
-        x, *ops._mixer_args(mixer), *norm, w1, b1, w2, b2,
+    out = ops.kernels._ext.metanext_block(
+        x, *ops.kernels._mixer_args(mixer), *norm, w1, b1, w2, b2,
         hidden_block_bytes=hidden_block_bytes)
     assert out.shape == x.shape
     assert out.is_contiguous(memory_format=torch.channels_last)
@@ -312,132 +272,3 @@ def test_mixer_and_block_reject_bad_input(case, match):
             ops.metanext_block(x, mixer, scale, shift, w1, b1, w2, b2)
         else:
             ops.inception_mixer(x, mixer, scale, shift)
-
-
-def randomized(model, seed=0):
-    """Non-trivial BN statistics and layer scales (eval outputs that would
-    expose a wrong gamma fold or a skipped block)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith('running_var'):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif name.endswith(('running_mean', 'gamma')):
-                t.copy_(0.5 * torch.randn(t.shape, generator=gen))
-    return model.eval()
-
-
-def spied_calls(names):
-    """Patch ``mmincnext.ops.<name>`` to record the channel count of each
-    call (and still compute it)."""
-    calls = {name: [] for name in names}
-
-    def spy(name):
-        real = getattr(ops, name)
-
-        def call(x, *args):
-            calls[name].append(x.shape[1] if x.dim() == 4 else x.shape[-1])
-            return real(x, *args)
-        return call
-
-    patches = [mock.patch.object(ops, name, side_effect=spy(name))
-               for name in names]
-    return calls, patches
-
-
-KERNELS = ('metanext_block', 'inception_mixer', 'fused_mlp')
-
-
-@needs_kernel
-@pytest.mark.parametrize('arch,deploy,norm,expected', [
-    # tiny: whole blocks in stages 0-2 (MLP weights of 0.3, 1.2 and 4.7 MB),
-    # the mixer kernel and oneDNN's GEMMs in stage 3 (19 MB)
-    ('tiny', False, 'BN', dict(metanext_block=[96] * 3 + [192] * 3 + [384] * 9,
-                               inception_mixer=[768] * 3,
-                               fused_mlp=[])),
-    ('tiny', True, 'BN', dict(metanext_block=[96] * 3 + [192] * 3 + [384] * 9,
-                              inception_mixer=[768] * 3,
-                              fused_mlp=[])),
-    # atto: stage 0 has 40 channels; stage 3's weights (2.5 MB) in chunks
-    ('atto', False, 'BN', dict(metanext_block=[80] * 2 + [160] * 6 + [320] * 2,
-                               inception_mixer=[40] * 2,
-                               fused_mlp=[])),
-    # a GroupNorm is no affine the kernels take: PyTorch's token mixer and
-    # norm, then the fused MLP where it fits
-    ('tiny', False, 'GN', dict(metanext_block=[], inception_mixer=[],
-                               fused_mlp=[96] * 3 + [192] * 3 + [384] * 9)),
-])
-def test_backbone_uses_the_kernels_where_they_apply(arch, deploy, norm,
-                                                     expected):
-    """Each kernel runs exactly where it applies; outputs equal
-    ``cpu_kernels=False``. Autograd and ``cpu_kernels=False`` never call
-    them."""
-    norm_cfg = dict(type='BN') if norm == 'BN' else dict(type='GN',
-                                                         num_groups=4)
-    model = randomized(InceptionNeXt(arch, norm_cfg=norm_cfg))
-    plain = InceptionNeXt(arch, norm_cfg=norm_cfg, cpu_kernels=False)
-    plain.load_state_dict(model.state_dict())
-    plain.eval()
-    if deploy:
-        model.switch_to_deploy()
-        plain.switch_to_deploy()
-    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
-    calls, patches = spied_calls(KERNELS)
-    with patches[0], patches[1], patches[2]:
-        with torch.no_grad():
-            outs = model(x)
-            assert calls == expected
-            refs = plain(x)
-        if not deploy:
-            model(x)  # autograd path
-        assert calls == expected
-    for out, ref in zip(outs, refs):
-        assert rel_err(out, ref.double()) < 1e-5
-
-
-@needs_kernel
-def test_backbone_skips_the_kernels_when_they_cannot_run(monkeypatch):
-    """float64, BN in training mode, NCHW blocks, and MLP weights over
-    ``FUSED_MLP_MAX_WEIGHT_BYTES`` (the mixer kernel still runs)."""
-    calls, patches = spied_calls(KERNELS)
-    x = torch.randn(1, 3, 64, 64)
-    model = InceptionNeXt('tiny').eval()
-    block = model.stages[0].blocks[0]
-    h = torch.randn(1, 96, 16, 16)
-    with patches[0], patches[1], patches[2], torch.no_grad():
-        InceptionNeXt('tiny').double().eval()(x.double())
-        assert block._inference_plan(h) == (None, False)  # NCHW memory
-        block.norm.train()  # batch statistics: not an affine
-        assert block._inference_plan(
-            h.contiguous(memory_format=torch.channels_last)) == (None, False)
-        assert calls == {name: [] for name in KERNELS}
-        # stage 0's weights of tiny (0.29 MB) fit, stage 1's (1.18 MB) not
-        monkeypatch.setattr(backbone_module, 'FUSED_MLP_MAX_WEIGHT_BYTES',
-                            0.3e6)
-        InceptionNeXt('tiny', out_indices=(0, 1)).eval()(x)
-    assert calls == dict(metanext_block=[96] * 3, inception_mixer=[192] * 3,
-                         fused_mlp=[])
-
-
-def test_without_the_extension_the_kernels_say_how_to_build_them(monkeypatch):
-    """A pure-Python install: the backbone falls back to PyTorch's
-    kernels, a direct call says what to do."""
-    x = torch.randn(1, 3, 64, 64)
-    model = InceptionNeXt('tiny', out_indices=(0, )).eval()
-    with torch.no_grad():
-        expected, = model(x)
-    monkeypatch.setattr(ops, '_ext', None)
-    ops.cpu_kernels_available.cache_clear()
-    try:
-        assert not ops.cpu_kernels_available()
-        with pytest.raises(RuntimeError, match='build_ext --inplace'):
-            ops.fused_mlp(*random_mlp(2, 16, 64))
-        with pytest.raises(RuntimeError, match='build_ext --inplace'):
-            ops.inception_mixer(x, model.stages[0].blocks[0].token_mixer)
-        with torch.no_grad():
-            out, = model(x)
-    finally:
-        monkeypatch.undo()
-        ops.cpu_kernels_available.cache_clear()
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-

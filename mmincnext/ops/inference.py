@@ -1,0 +1,249 @@
+"""How a MetaNeXt block runs in inference: every speed decision in one place.
+
+``MetaNeXtBlock.forward`` hands each call without autograd in eval mode to
+:func:`metanext_inference`, which picks, per block and input:
+
+1. mmincnext's compiled kernels (:mod:`mmincnext.ops.kernels`; CPU, float32,
+   channels-last, eager): the token mixer and the block norm (a BatchNorm's
+   running statistics, as a per-channel affine) in one pass
+   (``inception_mixer``); where the MLP fits the fused kernel (channel counts
+   that are multiples of 16, weights of at most
+   :data:`FUSED_MLP_MAX_WEIGHT_BYTES`), the whole block as one
+   ``metanext_block`` call, whose mixer output never leaves L2.
+2. Otherwise on CPU, the MLP as ``fused_mlp`` where it fits, else oneDNN's
+   linear ops with fused epilogues (bias and GELU into ``fc1``; bias and,
+   once ``switch_to_deploy`` has folded ``gamma`` into ``fc2``, the residual
+   sum into ``fc2``), over row blocks of about :data:`MLP_BLOCK_BYTES` of
+   hidden activations that stay in the last-level cache between the GEMMs.
+3. Elsewhere (GPU, ``torch.compile``, tracing, other dtypes), PyTorch's
+   modules with the residual sum as the GEMM's accumulator (``addmm``) or an
+   ``addcmul``.
+
+All paths compute ``x + gamma * fc2(gelu(fc1(norm(token_mixer(x)))))`` and
+agree within float32 rounding. The block is duck-typed (``token_mixer``,
+``norm``, ``mlp.fc1``, ``mlp.act``, ``mlp.fc2``, ``gamma``, ``cpu_kernels``),
+so this module does not import the model.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmincnext.utils import bn_scale_shift
+from . import kernels
+
+# Hidden activations per row block of the oneDNN MLP path: sized for the
+# last-level cache, so they are read by fc2 from cache instead of memory.
+# Inputs of at most two blocks go in one piece.
+MLP_BLOCK_BYTES = 8 * 2**20
+
+# Largest MLP (fc1 + fc2 weights) for which the compiled kernels replace
+# oneDNN: up to here the kernels stream row blocks through fc1, GELU and fc2
+# with the hidden activations in L2 (all hidden units where both weights fit
+# in L2, else 384 at a time); for larger weights oneDNN's blocking of the
+# weights is the faster choice. docs/speed.md has the measurements.
+FUSED_MLP_MAX_WEIGHT_BYTES = 6 * 2**20
+
+
+class InferencePlan(NamedTuple):
+    """What the compiled kernels do for one block call.
+
+    Attributes:
+        norm: The block norm as the kernels take it, ``(scale, shift)``
+            (``(None, None)`` for a deployed block without norm), or None
+            where the kernels do not run the token mixer.
+        whole: Whether :func:`mmincnext.ops.metanext_block` runs the whole
+            block.
+    """
+    norm: Optional[tuple]
+    whole: bool
+
+
+def metanext_inference(
+        block: nn.Module,
+        x: torch.Tensor,
+        *,
+        fused_mlp_max_weight_bytes: int = FUSED_MLP_MAX_WEIGHT_BYTES,
+        mlp_block_bytes: int = MLP_BLOCK_BYTES) -> torch.Tensor:
+    """``block(x)`` without autograd, for a block in eval mode.
+
+    Args:
+        block (MetaNeXtBlock): The block.
+        x (Tensor): Its ``[N, C, H, W]`` input.
+        fused_mlp_max_weight_bytes (int): See
+            :data:`FUSED_MLP_MAX_WEIGHT_BYTES`.
+        mlp_block_bytes (int): See :data:`MLP_BLOCK_BYTES`.
+
+    Returns:
+        Tensor: ``[N, C, H, W]`` in the memory format of the path taken
+        (channels-last for channels-last inputs).
+    """
+    plan = inference_plan(block, x, fused_mlp_max_weight_bytes)
+    if plan.whole:
+        fc1 = block.mlp.fc1
+        w2, b2 = _fc2_scaled(block)
+        return kernels.metanext_block(x, block.token_mixer, *plan.norm,
+                                      fc1.weight.flatten(1), fc1.bias, w2,
+                                      b2)
+    return mlp_inference(
+        block, mixer_inference(block, x, plan.norm), x,
+        fused_mlp_max_weight_bytes=fused_mlp_max_weight_bytes,
+        mlp_block_bytes=mlp_block_bytes)
+
+
+def inference_plan(
+        block: nn.Module,
+        x: torch.Tensor,
+        fused_mlp_max_weight_bytes: int = FUSED_MLP_MAX_WEIGHT_BYTES
+) -> InferencePlan:
+    """Which compiled kernels take the block input ``x``
+    (:class:`InferencePlan`)."""
+    if not (block.cpu_kernels and _cpu_kernels_apply(x)):
+        return InferencePlan(None, False)
+    norm = _norm_affine(block.norm)
+    return InferencePlan(
+        norm, norm is not None and _fused_mlp_fits(
+            block.mlp.fc1.weight.flatten(1), fused_mlp_max_weight_bytes))
+
+
+def mixer_inference(block: nn.Module, x: torch.Tensor,
+                    norm: Optional[tuple]) -> torch.Tensor:
+    """``block.norm(block.token_mixer(x))``: one kernel call where ``norm``
+    (from :func:`inference_plan`) is given, else PyTorch's modules."""
+    if norm is None:
+        return block.norm(block.token_mixer(x))
+    return kernels.inception_mixer(x, block.token_mixer, *norm)
+
+
+def mlp_inference(
+        block: nn.Module,
+        x: torch.Tensor,
+        shortcut: torch.Tensor,
+        *,
+        fused_mlp_max_weight_bytes: int = FUSED_MLP_MAX_WEIGHT_BYTES,
+        mlp_block_bytes: int = MLP_BLOCK_BYTES) -> torch.Tensor:
+    """``shortcut + gamma * fc2(gelu(fc1(x)))`` without autograd, ``x``
+    being the normed token mixer output (paths 2 and 3 of this module)."""
+    x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
+    fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+    w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
+    if block.cpu_kernels and _fused_mlp_applies(x, shortcut, w1, w2,
+                                                fused_mlp_max_weight_bytes):
+        w2, b2 = _fc2_scaled(block)
+        n, h, w, c = x.shape
+        x = kernels.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c), w1,
+                              fc1.bias, w2, b2).view(n, h, w, c)
+    elif _onednn_fusion_applies(x, shortcut, w1, w2):
+        rows = max(1, mlp_block_bytes // (w1.shape[0] * x.element_size()))
+        if x.shape[:-1].numel() <= 2 * rows:
+            x = _mlp_onednn(block, x, shortcut, w1, w2)
+        else:  # row blocks that keep the hidden activations in cache
+            n, h, w, c = x.shape
+            x, shortcut = x.reshape(-1, c), shortcut.reshape(-1, c)
+            out = torch.empty_like(shortcut)
+            for i in range(0, x.shape[0], rows):
+                out[i:i + rows] = _mlp_onednn(block, x[i:i + rows],
+                                              shortcut[i:i + rows], w1, w2)
+            x = out.view(n, h, w, c)
+    else:
+        x = block.mlp.act(F.linear(x, w1, fc1.bias))
+        if block.gamma is None:
+            n, h, w, c = shortcut.shape
+            x = torch.addmm(shortcut.reshape(n * h * w, c),
+                            x.reshape(n * h * w, -1), w2.t())
+            x = x.add_(fc2.bias).view(n, h, w, c)
+        else:
+            x = torch.addcmul(shortcut, F.linear(x, w2, fc2.bias),
+                              block.gamma)
+    return x.permute(0, 3, 1, 2)
+
+
+def _mlp_onednn(block: nn.Module, x: torch.Tensor, shortcut: torch.Tensor,
+                w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """``shortcut + gamma * fc2(gelu(fc1(x)))`` with oneDNN's fused
+    epilogues (contiguous CPU tensors, channels last)."""
+    fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+    linear = torch.ops.mkldnn._linear_pointwise
+    x = linear(x, w1, fc1.bias, 'gelu', [], 'none')
+    if block.gamma is None:
+        return linear.binary(x, shortcut, w2, fc2.bias, 'add')
+    return torch.addcmul(shortcut, linear(x, w2, fc2.bias, 'none', [], ''),
+                         block.gamma)
+
+
+def _fc2_scaled(block: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``fc2``'s weight ``[C, H]`` and bias times ``gamma``."""
+    fc2 = block.mlp.fc2
+    w2, b2 = fc2.weight.flatten(1), fc2.bias
+    if block.gamma is not None:
+        w2, b2 = w2 * block.gamma[:, None], b2 * block.gamma
+    return w2, b2
+
+
+def _norm_affine(norm: nn.Module) -> Optional[tuple]:
+    """``(scale, shift)`` of the block norm as a per-channel affine,
+    ``(None, None)`` without one (deploy), ``None`` if it is not an affine
+    (a BatchNorm in training mode or without running statistics, another
+    norm)."""
+    if isinstance(norm, nn.Identity):
+        return None, None
+    if isinstance(norm, _BatchNorm) and not norm.training \
+            and norm.running_mean is not None:
+        return bn_scale_shift(norm)
+    return None
+
+
+def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
+    """Whether the fused oneDNN linear ops (``torch.ops.mkldnn``, also used
+    by inductor on CPU) can replace plain ops: contiguous fp32/bf16 CPU
+    tensors, no autograd, not under ``torch.compile`` / tracing (where the
+    compiler does its own fusion)."""
+    return (not torch.compiler.is_compiling()  # first: no graph break
+            and not torch.jit.is_tracing()
+            and not torch.is_grad_enabled()
+            and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+            and torch.backends.mkldnn.is_available()
+            and all(t.device.type == 'cpu' and t.is_contiguous()
+                    and t.dtype in (torch.float32, torch.bfloat16)
+                    and t.dtype == tensors[0].dtype for t in tensors))
+
+
+def _cpu_kernels_apply(x: torch.Tensor) -> bool:
+    """Whether the compiled kernels can take the block input ``x``: they
+    are built and supported by the CPU, no autograd, not under
+    ``torch.compile`` / tracing, and ``x`` is a float32 CPU tensor in dense
+    channels-last memory."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False  # first: no graph break
+    if x.dim() != 4:
+        return False
+    n, c, h, w = x.shape
+    return (not torch.is_grad_enabled()
+            and kernels.cpu_kernels_available()
+            and x.device.type == 'cpu' and x.dtype == torch.float32
+            and x.stride() == (h * w * c, 1, w * c, c))
+
+
+def _fused_mlp_fits(w1: torch.Tensor, max_weight_bytes: int) -> bool:
+    """Whether :func:`mmincnext.ops.fused_mlp` takes this MLP (``fc1``'s
+    weight ``[H, C]``) and is the faster choice: channel counts that are
+    multiples of 16, weights of at most ``max_weight_bytes``."""
+    hidden, channels = w1.shape
+    return (w1.dtype == torch.float32
+            and channels % 16 == 0 and hidden % 16 == 0
+            and 2 * w1.numel() * w1.element_size() <= max_weight_bytes)
+
+
+def _fused_mlp_applies(x: torch.Tensor, shortcut: torch.Tensor,
+                       w1: torch.Tensor, w2: torch.Tensor,
+                       max_weight_bytes: int) -> bool:
+    """Whether :func:`mmincnext.ops.fused_mlp` can run this MLP on the
+    ``(N, H, W, C)`` views ``x`` and ``shortcut``: the tensors qualify for
+    oneDNN's fused ops in float32, the kernel is built and supported by the
+    CPU, and the weights fit (:func:`_fused_mlp_fits`)."""
+    return (_onednn_fusion_applies(x, shortcut, w1, w2)  # first: compiling
+            and kernels.cpu_kernels_available()
+            and x.dtype == torch.float32
+            and _fused_mlp_fits(w1, max_weight_bytes))
