@@ -366,7 +366,7 @@ def test_tools_close_the_process_group(tmp_path):
     a no-op."""
     import torch.distributed as dist
 
-    from mmincnext.engine.tools import close_process_group
+    from mmincnext.engine.runner import close_process_group
     close_process_group()  # nothing initialized: no error
     dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
                             rank=0, world_size=1)

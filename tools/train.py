@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmincnext  # noqa: E402,F401  (registers the backbone & co.)
-from mmincnext.engine.tools import (build_task_runner,  # noqa: E402
+from mmincnext.engine.runner import (build_task_runner,  # noqa: E402
                                     close_process_group,
                                     load_task_config)
 

@@ -1,5 +1,6 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: loading a detection or
-segmentation config and building its Runner with mmincnext's checks."""
+"""Runner building for ``tools/train.py`` and ``tools/test.py``: loading a
+detection or segmentation config and building its Runner with mmincnext's
+checks."""
 import importlib
 import os.path as osp
 from typing import Optional, Sequence, Tuple
