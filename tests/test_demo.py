@@ -85,7 +85,7 @@ def test_image_demo(demo_run, tmp_path, capsys):
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import image_demo
     config = osp.join(ROOT, 'configs', 'demo',
-                      'mask-rcnn_inceptionnext-atto_fpn_demo-small-objects.py')
+                      'mask-rcnn_inceptionnext-atto_fpn_small-obj_demo.py')
     ckpt = osp.join(demo_run['work'], f'iter_{ITERS}.pth')
     out = str(tmp_path / 'folder')
     image_demo.main([osp.join(demo_run['data'], 'det', 'val'), config, ckpt,

@@ -36,7 +36,7 @@ def test_configs_found():
     for size in 'tsb':
         assert f'mask-rcnn_inceptionnext-{size}_fpn_ms-crop-3x_coco.py' \
             in names
-    assert 'retinanet_inceptionnext-t_fpn-p2_small-anchor_1x_coco.py' in names
+    assert 'retinanet_inceptionnext-t_fpn-p2_small-obj_1x_coco.py' in names
     assert 'mask-rcnn_inceptionnext-t_fpn_small-obj_1x_coco.py' in names
 
 
@@ -167,7 +167,7 @@ def test_custom_imports_alone_registers_everything():
     model and find the optimizer constructor and metric (nothing imported
     by hand)."""
     config = osp.join(ROOT, 'configs', 'retinanet',
-                      'retinanet_inceptionnext-atto_fpn-p2_small-anchor_1x_'
+                      'retinanet_inceptionnext-atto_fpn-p2_small-obj_1x_'
                       'coco.py')
     code = f"""
 import sys

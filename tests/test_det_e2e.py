@@ -31,7 +31,7 @@ MASK_RCNN_ATTO = osp.join(
     'mask-rcnn_inceptionnext-atto_fpn_small-obj_1x_coco.py')
 RETINA_P2_ATTO = osp.join(
     ROOT, 'configs', 'retinanet',
-    'retinanet_inceptionnext-atto_fpn-p2_small-anchor_1x_coco.py')
+    'retinanet_inceptionnext-atto_fpn-p2_small-obj_1x_coco.py')
 IMG = 160
 CLASSES = ('square', 'triangle')
 FINE_KEYS = ('bbox_mAP_vtiny', 'bbox_mAP_tiny', 'bbox_mAP_small')

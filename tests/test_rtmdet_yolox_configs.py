@@ -39,7 +39,7 @@ def test_configs_found():
     expected = {
         f'{algo}_inceptionnext-{arch}{p2}_{sched}_coco.py'
         for algo, sched in (('rtmdet', '8xb32-300e'), ('yolox', '8xb8-300e'))
-        for arch in ('t', 'atto') for p2 in ('', '_p2')
+        for arch in ('t', 'atto') for p2 in ('', '_pafpn-p2_small-obj')
     }
     assert expected <= names, sorted(expected - names)
 
@@ -90,7 +90,7 @@ def test_config_train_and_predict(config):
 
     cfg = Config.fromfile(config)  # custom_imports registers mmincnext
     name = osp.basename(config)
-    p2 = '_p2_' in name
+    p2 = '_pafpn-p2_small-obj_' in name
     arch = 'tiny' if '-t_' in name else 'atto'
     assert cfg.default_scope == 'mmdet'
     assert cfg.custom_imports == dict(imports=['mmincnext'],
@@ -260,8 +260,9 @@ def test_runner_hooks_p2(algo, small_data, tmp_path):
     metric."""
     from mmengine.runner import Runner
     sched = '8xb32-300e' if algo == 'rtmdet' else '8xb8-300e'
-    config = osp.join(ROOT, 'configs', algo,
-                      f'{algo}_inceptionnext-atto_p2_{sched}_coco.py')
+    config = osp.join(
+        ROOT, 'configs', algo,
+        f'{algo}_inceptionnext-atto_pafpn-p2_small-obj_{sched}_coco.py')
     max_epochs = 2  # one with the strong augmentation, one after the switch
     cfg = runner_cfg(config, small_data, str(tmp_path), max_epochs)
     runner = Runner.from_cfg(cfg)

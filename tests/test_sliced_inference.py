@@ -28,8 +28,9 @@ from mmincnext.apis import (coco_evaluate, get_windows,  # noqa: E402
                             min_window_overlap, sliced_inference)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-RTMDET_P2 = osp.join(ROOT, 'configs', 'rtmdet',
-                     'rtmdet_inceptionnext-atto_p2_8xb32-300e_coco.py')
+RTMDET_P2 = osp.join(
+    ROOT, 'configs', 'rtmdet',
+    'rtmdet_inceptionnext-atto_pafpn-p2_small-obj_8xb32-300e_coco.py')
 CLASSES = ('circle', 'square', 'triangle')
 
 

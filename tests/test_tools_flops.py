@@ -34,7 +34,7 @@ def test_detector_flops_synthetic_input():
     tool = load_tool()
     cfg = Config.fromfile(osp.join(
         ROOT, 'configs', 'retinanet',
-        'retinanet_inceptionnext-atto_fpn-p2_small-anchor_1x_coco.py'))
+        'retinanet_inceptionnext-atto_fpn-p2_small-obj_1x_coco.py'))
     res = tool.complexity(cfg, [128, 160])
     backbone = tool.complexity(cfg, [128, 160], backbone_only=True)
     assert res['scope'] == 'mmdet' and res['shape'] == (128, 160)

@@ -43,7 +43,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'demo',
-    'mask-rcnn_inceptionnext-atto_fpn_demo-small-objects.py')
+    'mask-rcnn_inceptionnext-atto_fpn_small-obj_demo.py')
 
 
 def parse_args(argv=None):

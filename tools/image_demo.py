@@ -5,7 +5,7 @@ pictures (boxes, masks, labels, scores) with MMDetection's ``DetInferencer``.
 Example, with the checkpoint that ``make demo`` trained::
 
     python tools/image_demo.py data/demo/det/val \\
-        configs/demo/mask-rcnn_inceptionnext-atto_fpn_demo-small-objects.py \\
+        configs/demo/mask-rcnn_inceptionnext-atto_fpn_small-obj_demo.py \\
         work_dirs/demo/iter_1000.pth --out-dir work_dirs/demo/image_demo
 
 Pictures go to ``OUT_DIR/vis/`` and, with ``--save-pred``, the predictions

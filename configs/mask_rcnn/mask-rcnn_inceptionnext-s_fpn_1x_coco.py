@@ -1,11 +1,5 @@
-# Mask R-CNN, InceptionNeXt-S + FPN, 1x. Same recipe as the tiny config;
-# 27 blocks in stage 3 -> 12 lr-decay layers (as ConvNeXt-S), drop path 0.3.
+# Mask R-CNN, InceptionNeXt-S + FPN, 1x on COCO (see README.md).
 _base_ = './mask-rcnn_inceptionnext-t_fpn_1x_coco.py'
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_small.pth'  # noqa
-model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))
+model = dict(backbone=_base_.inceptionnext.small)
 optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

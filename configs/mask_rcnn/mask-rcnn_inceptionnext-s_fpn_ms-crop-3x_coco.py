@@ -1,11 +1,6 @@
-# Mask R-CNN, InceptionNeXt-S + FPN, ms-crop 3x. 12 lr-decay layers and
-# drop path 0.6 (the ConvNeXt-S detection values).
+# Mask R-CNN, InceptionNeXt-S + FPN, multi-scale + crop 3x on COCO, drop path
+# 0.6 (ConvNeXt-S's detection value; see README.md).
 _base_ = './mask-rcnn_inceptionnext-t_fpn_ms-crop-3x_coco.py'
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_small.pth'  # noqa
-model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.6,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))
+model = dict(backbone=dict(_base_.inceptionnext.small, drop_path_rate=0.6))
 optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

@@ -1,7 +1,6 @@
-# Mask R-CNN, InceptionNeXt-T + FPN, 3x schedule (36 epochs) with the
-# DETR-style multi-scale + random-crop augmentation, the recipe of mmdet's
-# ConvNeXt-T / Swin-T 3x models: AdamW 1e-4, wd 0.05, layer-wise lr decay
-# 0.95 over 6 layers, drop path 0.4 (ConvNeXt-T's value), steps at 27, 33.
+# Mask R-CNN, InceptionNeXt-T + FPN, 3x (36 epochs) on COCO with the DETR-style
+# multi-scale + random-crop augmentation of mmdet's ConvNeXt-T / Swin-T 3x
+# models, drop path 0.4 (ConvNeXt-T's value). See README.md.
 _base_ = './mask-rcnn_inceptionnext-t_fpn_1x_coco.py'
 
 model = dict(backbone=dict(drop_path_rate=0.4))

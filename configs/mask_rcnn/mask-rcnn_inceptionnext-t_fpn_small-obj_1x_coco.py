@@ -1,13 +1,6 @@
-# Mask R-CNN, InceptionNeXt-T + FPN, tuned for small objects, 1x on COCO.
-# Changes to mask-rcnn_inceptionnext-t_fpn_1x_coco.py (see README.md):
-#   1. RPN anchors of two sizes per level, 4 and 8 strides (16-32 px at P2
-#      instead of 32 px only); 8 keeps the large objects covered.
-#   2. 1.5x input resolution: test at 2000x1200, train at a random scale
-#      between 1333x800 and 2000x1200 (an 8 px object becomes ~12 px).
-#   3. More proposals (RPN keeps 2000 instead of 1000 at test time) and up
-#      to 300 detections per image instead of 100.
-#   4. SmallObjectCocoMetric: COCO AP plus very tiny (<8 px), tiny (8-16 px)
-#      and small (16-32 px) bins.
+# Mask R-CNN, InceptionNeXt-T + FPN for small objects, 1x on COCO: smaller RPN
+# anchors, 1.5x input, more proposals and detections, SmallObjectCocoMetric.
+# See README.md.
 _base_ = './mask-rcnn_inceptionnext-t_fpn_1x_coco.py'
 
 model = dict(

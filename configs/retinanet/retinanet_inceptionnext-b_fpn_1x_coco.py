@@ -1,11 +1,7 @@
-# RetinaNet, InceptionNeXt-B + FPN, 1x. 12 lr-decay layers, drop path 0.4.
+# RetinaNet, InceptionNeXt-B + FPN (P3-P7), 1x on COCO (see README.md).
 _base_ = './retinanet_inceptionnext-t_fpn_1x_coco.py'
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_base.pth'  # noqa
 model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.4,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    backbone=_base_.inceptionnext.base,
     neck=dict(in_channels=[256, 512, 1024]))
 optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

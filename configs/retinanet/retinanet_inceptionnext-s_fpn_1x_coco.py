@@ -1,10 +1,5 @@
-# RetinaNet, InceptionNeXt-S + FPN, 1x. 12 lr-decay layers, drop path 0.3.
+# RetinaNet, InceptionNeXt-S + FPN (P3-P7), 1x on COCO (see README.md).
 _base_ = './retinanet_inceptionnext-t_fpn_1x_coco.py'
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_small.pth'  # noqa
-model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))
+model = dict(backbone=_base_.inceptionnext.small)
 optim_wrapper = dict(paramwise_cfg=dict(num_layers=12))

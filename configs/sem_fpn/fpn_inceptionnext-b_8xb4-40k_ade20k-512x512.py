@@ -1,11 +1,7 @@
-# Semantic FPN with an InceptionNeXt-B backbone on ADE20K: the recipe of the
-# tiny config with the base backbone (ImageNet-1K, 224) and drop path 0.2.
+# Semantic FPN, InceptionNeXt-B, ADE20K: the recipe of the T config with drop
+# path 0.2 (see README.md).
 _base_ = './fpn_inceptionnext-t_8xb4-40k_ade20k-512x512.py'
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_base.pth'  # noqa
 model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    backbone=dict(_base_.inceptionnext.base, drop_path_rate=0.2),
     neck=dict(in_channels=[128, 256, 512, 1024]))

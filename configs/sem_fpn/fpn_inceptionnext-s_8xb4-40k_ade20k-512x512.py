@@ -1,10 +1,5 @@
-# Semantic FPN with an InceptionNeXt-S backbone on ADE20K: the recipe of the
-# tiny config with the small backbone and drop path 0.2.
+# Semantic FPN, InceptionNeXt-S, ADE20K: the recipe of the T config with drop
+# path 0.2 (see README.md).
 _base_ = './fpn_inceptionnext-t_8xb4-40k_ade20k-512x512.py'
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_small.pth'  # noqa
-model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))
+model = dict(backbone=dict(_base_.inceptionnext.small, drop_path_rate=0.2))

@@ -1,31 +1,20 @@
-# UperNet with an InceptionNeXt-T backbone on ADE20K, the paper's recipe:
-# ImageNet-1K weights, all four stage outputs, BN -> SyncBN inside the
-# backbone plus one SyncBN on every stage output, AdamW lr 6e-5 / wd 0.01
-# without decay on norm layers, 1500-iter linear warm-up then poly (power 1),
-# 160k iterations at batch 16 (8 GPUs x 2 images), 512x512 crops.
+# UperNet, InceptionNeXt-T, ADE20K: the paper's recipe, AdamW lr 6e-5 without
+# decay on norms, warm-up then poly decay, 160k iterations at batch 16,
+# 512x512 crops, drop path 0.2. See README.md.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
     '../_base_/datasets/ade20k_ms-flip-0x.py',  # mmseg's + 0.x ms+flip TTA
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/models/inceptionnext.py',
 ]
-custom_imports = dict(imports=['mmincnext'], allow_failed_imports=False)
 
 crop_size = (512, 512)
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_tiny.pth'  # noqa
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
     backbone=dict(
-        _delete_=True,
-        type='InceptionNeXt',
-        arch='tiny',
-        out_indices=(0, 1, 2, 3),
-        norm_cfg=norm_cfg,
-        out_norm_cfg=norm_cfg,
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        _base_.inceptionnext.tiny, _delete_=True, out_indices=(0, 1, 2, 3)),
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
     # the auxiliary FCN head reads stage index 2 (stride 16)
     auxiliary_head=dict(in_channels=384, num_classes=150))

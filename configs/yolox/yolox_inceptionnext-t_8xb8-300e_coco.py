@@ -1,41 +1,16 @@
-# YOLOX with an InceptionNeXt-T backbone (P3-P5), 300 epochs on COCO.
-# A delta on mmdet's YOLOX-m, whose CSPDarknet has the same output widths
-# (192/384/768 at strides 8/16/32), so its YOLOXPAFPN neck (out 192, 2 CSP
-# blocks) and YOLOXHead take InceptionNeXt-T unchanged. Kept from mmdet: the
-# Mosaic + RandomAffine + MixUp pipeline, multi-scale batches
-# (BatchSyncRandomResize), YOLOXModeSwitchHook (no strong augmentation and
-# L1 loss for the last 15 epochs), SyncNormHook, EMA, 300 epochs at 8x8
-# images, quadratic warm-up and cosine schedule. Changed (see README.md):
-#   1. backbone: InceptionNeXt-T, SyncBN inside and on each used output
-#      (out_indices (1, 2, 3): every output norm feeds the neck, DDP-safe),
-#      drop path 0.2, ImageNet weights;
-#   2. RGB input with ImageNet mean/std (YOLOX trains from raw 0-255 BGR);
-#   3. optimizer: AdamW lr 0.001 (same lr per image as RTMDet's 0.004 for
-#      256 images), weight decay 0.05 without decay on norms, biases and
-#      layer scales, layer-wise lr decay 0.8. YOLOX's SGD recipe is for a
-#      backbone trained from scratch; ConvNeXt-style backbones with layer
-#      scale are fine-tuned with AdamW throughout OpenMMLab.
-#
-# ImageNet weights: the official release file. Offline, pass a local copy:
-#   --cfg-options model.backbone.init_cfg.checkpoint=/path/inceptionnext_tiny.pth
-_base_ = 'mmdet::yolox/yolox_m_8xb8-300e_coco.py'
-custom_imports = dict(imports=['mmincnext'], allow_failed_imports=False)
+# YOLOX, InceptionNeXt-T (P3-P5), 300 epochs on COCO: a delta on mmdet's
+# YOLOX-m (same output widths 192/384/768) with RGB ImageNet input and AdamW
+# with layer-wise lr decay 0.8 instead of SGD. See README.md.
+_base_ = [
+    'mmdet::yolox/yolox_m_8xb8-300e_coco.py',
+    '../_base_/models/inceptionnext.py'
+]
 
-checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_tiny.pth'  # noqa
 model = dict(
-    data_preprocessor=dict(
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True),
+    data_preprocessor=_base_.inceptionnext.data_preprocessor,
+    # only the strides the neck uses: an unused output norm would break DDP
     backbone=dict(
-        _delete_=True,
-        type='InceptionNeXt',
-        arch='tiny',
-        out_indices=(1, 2, 3),
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        out_norm_cfg=dict(type='SyncBN', requires_grad=True),
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        _base_.inceptionnext.tiny, _delete_=True, out_indices=(1, 2, 3)),
     neck=dict(in_channels=[192, 384, 768]))
 
 # `--amp` (tools/train.py) switches to AmpOptimWrapper on a GPU.

@@ -1,8 +1,6 @@
-# 1x schedule (12 epochs) with the Swin/ConvNeXt fine-tuning recipe for an
-# InceptionNeXt backbone: AdamW lr 1e-4, weight decay 0.05 (none on norms,
-# biases and layer scales), layer-wise lr decay 0.95 over the backbone
-# (num_layers=6 fits tiny; other sizes override it), 1000-iter linear
-# warm-up, steps at epochs 8 and 11. mmdet's schedule_1x gives the loops.
+# 1x (12 epochs) with the Swin/ConvNeXt fine-tuning recipe for InceptionNeXt:
+# AdamW lr 1e-4, layer-wise lr decay 0.95 (num_layers=6 fits tiny), warm-up,
+# steps at 8 and 11, on mmdet's schedule_1x. See ../README.md.
 _base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 
 max_epochs = 12

@@ -1,7 +1,5 @@
-# YOLOX for small objects: InceptionNeXt-atto with a stride-4 (P2) level.
-# Same changes as yolox_inceptionnext-t_p2_8xb8-300e_coco.py (see
-# README.md): four backbone outputs, YOLOXPAFPN P2-P5, head strides 4-32,
-# SmallObjectCocoMetric.
+# YOLOX for small objects, InceptionNeXt-atto: the P2 changes of the T
+# config (README.md).
 _base_ = './yolox_inceptionnext-atto_8xb8-300e_coco.py'
 
 model = dict(

@@ -1,10 +1,7 @@
 # Small-object Mask R-CNN on InceptionNeXt-atto, trained from scratch on the
 # embedded synthetic data (tools/dataset_converters/make_small_object_data.py)
 # in a few minutes on 2 CPU cores. Entry point: `make demo` (tools/demo.py).
-#
 _base_ = '../mask_rcnn/mask-rcnn_inceptionnext-atto_fpn_small-obj_1x_coco.py'
-
-custom_imports = dict(imports=['mmincnext'], allow_failed_imports=False)
 
 data_root = 'data/demo/det/'
 classes = ('circle', 'square', 'triangle')

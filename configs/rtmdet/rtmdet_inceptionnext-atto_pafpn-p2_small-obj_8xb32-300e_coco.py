@@ -1,7 +1,5 @@
-# RTMDet for small objects: InceptionNeXt-atto with a stride-4 (P2) level.
-# Same changes as rtmdet_inceptionnext-t_p2_8xb32-300e_coco.py (see
-# README.md): four backbone outputs, CSPNeXtPAFPN P2-P5, head priors at
-# strides 4-32, SmallObjectCocoMetric.
+# RTMDet for small objects, InceptionNeXt-atto: the P2 changes of the T
+# config (README.md).
 _base_ = './rtmdet_inceptionnext-atto_8xb32-300e_coco.py'
 
 model = dict(
