@@ -13,7 +13,8 @@ export VENV PYTHON
 
 help:
 	@echo "make demo     install if needed, then train + evaluate the small-object demo on CPU"
-	@echo "make test     install if needed, then run the test suite"
+	@echo "make test     install if needed, then run the whole test suite"
+	@echo "make test-fast  the test suite without the slow end-to-end runs (tests/e2e)"
 	@echo "make install  build/update the environment ($(VENV)); VENV=system uses the current python"
 	@echo "make benchmark  InceptionNeXt vs official vs ConvNeXt speed table"
 
@@ -22,6 +23,9 @@ install:
 
 test: install
 	$(PY) -m pytest tests -q
+
+test-fast: install
+	$(PY) -m pytest tests -q -m "not slow"
 
 demo: install
 	$(PY) tools/demo.py

@@ -12,6 +12,12 @@ if REPO_ROOT not in sys.path:
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'slow: end-to-end runs of the tools (tests/e2e); `make '
+        'test` runs them, `make test-fast` skips them')
+
+
 def randomize_official_state_dict(state_dict, seed=0):
     """Non-trivial weights in the official layout.
 

@@ -11,7 +11,9 @@ import sys
 import pytest
 from PIL import Image
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 PY = sys.executable
 IMG = 96
 ITERS = 12

@@ -15,7 +15,9 @@ import pytest
 import mmseg  # noqa: F401  (a test requirement: fails loudly if missing)
 import cv2
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 UPERNET = osp.join(ROOT, 'configs', 'upernet',
                    'upernet_inceptionnext-t_8xb2-160k_ade20k-512x512.py')
 SIZE = 64

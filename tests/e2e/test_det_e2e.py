@@ -25,7 +25,9 @@ import torch
 import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
 import cv2
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 MASK_RCNN_ATTO = osp.join(
     ROOT, 'configs', 'mask_rcnn',
     'mask-rcnn_inceptionnext-atto_fpn_small-obj_1x_coco.py')

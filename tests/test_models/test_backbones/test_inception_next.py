@@ -264,3 +264,40 @@ def test_syncbn_norm_cfg_is_used_everywhere():
     # stem + 3 downsamples + 12 blocks + 4 output norms
     assert len(bns) == 1 + 3 + 12 + 4
     assert all(isinstance(m, nn.SyncBatchNorm) for m in bns)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='huge'), "unknown InceptionNeXt arch 'huge'"),
+    (dict(arch=dict(dims=(8, 16, 32, 64))), r"misses key\(s\) \['depths'\]"),
+    (dict(arch=dict(depths=(1, 1, 1), dims=(8, 16, 32, 64))),
+     r"arch\['depths'\] must hold 4"),
+    (dict(arch=dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64),
+                    band_kernel_size=10)), 'positive odd int'),
+    (dict(arch=dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), ratio=.1)),
+     r"unknown key\(s\) \['ratio'\]"),
+    (dict(arch=dict(depths=(1, 1, 1, 1), dims=(4, 16, 32, 64),
+                    branch_ratio=0.125)), 'leaves no channel'),
+    (dict(out_indices=(0, 4)), 'out_indices entry 4 is out of range'),
+    (dict(out_indices=(1, -3)), 'name a stage twice'),
+    (dict(out_indices=()), 'non-empty'),
+    (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+    (dict(frozen_stages=-2), 'frozen_stages must be'),
+    (dict(out_indices=(0, 1), frozen_stages=3), 'not built'),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    kwargs = {'arch': 'atto', **kwargs}
+    with pytest.raises(ValueError, match=message):
+        InceptionNeXt(**kwargs)
+
+
+def test_wrong_input_channels_and_too_small_input():
+    model = InceptionNeXt('atto').eval()
+    with pytest.raises(ValueError, match='with 3 channels, got shape'):
+        model(torch.rand(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='with 3 channels'):
+        model(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match='smaller than the network stride 32'):
+        model(torch.rand(1, 3, 64, 20))
+    # a network built up to stage 1 needs stride 8 only
+    assert InceptionNeXt('atto', out_indices=1).eval()(
+        torch.rand(1, 3, 8, 8))[0].shape == (1, 80, 1, 1)

@@ -23,7 +23,7 @@ import mmseg
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 URL = 'https://github.com/sail-sg/inceptionnext/releases/download/model/'
 
 # The paper's recipes: config name -> (arch, drop path).

@@ -20,7 +20,7 @@ import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
 
 from mmengine.config import Config  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = sorted(
     glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*.py')) +
     glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py')))

@@ -31,7 +31,9 @@ import mmcv  # noqa: E402
 from mmcv.transforms import Compose  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 MMSEG_TOOLS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
 PROJECT_TOOLS = osp.join(ROOT, 'tools')
 UPERNET_T = osp.join(

@@ -20,7 +20,7 @@ import pytest
 
 from mmengine.config import Config
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG_ROOT = osp.join(ROOT, 'configs')
 BASE = osp.join(CONFIG_ROOT, '_base_', 'models', 'inceptionnext.py')
 ALL_PY = sorted(glob.glob(osp.join(CONFIG_ROOT, '**', '*.py'),

@@ -24,7 +24,7 @@ import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
 
 from mmengine.config import Config  # noqa: E402
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = sorted(
     glob.glob(osp.join(ROOT, 'configs', 'rtmdet', '*.py')) +
     glob.glob(osp.join(ROOT, 'configs', 'yolox', '*.py')))

@@ -7,7 +7,7 @@ from mmengine.config import Config
 
 import mmdet  # noqa: F401  (a test requirement: fails loudly if missing)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
 
 def load_tool():

@@ -27,7 +27,7 @@ from mmincnext.apis import (coco_evaluate, get_windows,  # noqa: E402
                             inference_detector_batched, merge_predictions,
                             min_window_overlap, sliced_inference)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 RTMDET_P2 = osp.join(
     ROOT, 'configs', 'rtmdet',
     'rtmdet_inceptionnext-atto_pafpn-p2_small-obj_8xb32-300e_coco.py')

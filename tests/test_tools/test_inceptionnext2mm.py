@@ -10,7 +10,7 @@ import torch
 from mmincnext.models.backbones import InceptionNeXt
 from mmincnext.utils import safe_torch_load
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONVERTER = osp.join(ROOT, 'tools', 'model_converters', 'inceptionnext2mm.py')
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'dataset_converters'))
 import make_small_object_data as gen  # noqa: E402
 

@@ -1,0 +1,91 @@
+"""The checks of mmincnext.engine.hooks that tools/train.py and tools/test.py
+run before a job: channels of the consumers of the backbone, datasets filtered
+to nothing, missing annotation files and image folders."""
+import json
+import os.path as osp
+
+import pytest
+
+from mmincnext.engine import (check_backbone_consumer_channels,
+                              check_data_cfg, check_dataset_not_empty)
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+BASE_CFG = osp.join(ROOT, 'configs', 'mask_rcnn',
+                    'mask-rcnn_inceptionnext-atto_fpn_small-obj_1x_coco.py')
+
+
+def _build_detector(neck_in_channels):
+    import mmincnext  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(BASE_CFG)
+    cfg.model.neck.in_channels = neck_in_channels
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg.model)
+
+
+def test_neck_channels_must_match_backbone():
+    ok = _build_detector([40, 80, 160, 320])
+    check_backbone_consumer_channels(ok)
+    bad = _build_detector([96, 192, 384, 768])  # tiny's channels on atto
+    with pytest.raises(ValueError, match=r'neck \(FPN\) in_channels=\[96, '
+                       r'192, 384, 768\] do not match the backbone outputs.*'
+                       r'\[40, 80, 160, 320\]'):
+        check_backbone_consumer_channels(bad)
+
+
+def test_segmentor_head_channels_must_match():
+    import mmincnext  # noqa: F401
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    head = dict(type='FCNHead', in_channels=768, in_index=3, channels=16,
+                num_convs=1, num_classes=3, norm_cfg=dict(type='BN'))
+    seg = dict(type='EncoderDecoder',
+               backbone=dict(type='InceptionNeXt', arch='atto'),
+               decode_head=head)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        bad = MODELS.build(seg)
+        head['in_channels'] = 320
+        good = MODELS.build(seg)
+    with pytest.raises(ValueError, match=r'decode_head \(FCNHead\) '
+                       r'in_channels=\[768\]'):
+        check_backbone_consumer_channels(bad)
+    check_backbone_consumer_channels(good)
+
+
+def test_dataset_filtered_to_nothing_is_refused():
+    class Filtered(list):
+        ann_file = 'ann.json'
+        data_root = 'data/x'
+        filter_cfg = dict(filter_empty_gt=True)
+
+    with pytest.raises(ValueError, match=r"train dataset is empty: Filtered"
+                       r"\(ann_file='ann.json'.*filter_empty_gt=True drops"):
+        check_dataset_not_empty(Filtered(), 'train')
+    check_dataset_not_empty(Filtered([1]), 'train')
+
+
+def test_data_cfg_checks(tmp_path):
+    from mmengine.config import ConfigDict
+    ann = tmp_path / 'ann.json'
+    ann.write_text(json.dumps(dict(images=[], annotations=[])))
+
+    def cfg(**dataset):
+        return ConfigDict(train_dataloader=dict(dataset=dict(
+            type='RepeatDataset', times=2,
+            dataset=dict(type='CocoDataset', **dataset))))
+
+    with pytest.raises(ValueError, match=r"annotation file .*ann.json' "
+                       'lists no images'):
+        check_data_cfg(cfg(data_root=str(tmp_path), ann_file='ann.json'))
+    with pytest.raises(FileNotFoundError, match="data_root '/no/where'"):
+        check_data_cfg(cfg(data_root='/no/where', ann_file='ann.json'))
+    with pytest.raises(FileNotFoundError, match=r"annotation file .*x.json"):
+        check_data_cfg(cfg(data_root=str(tmp_path), ann_file='x.json'))
+    ann.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[])))
+    check_data_cfg(cfg(data_root=str(tmp_path), ann_file='ann.json'))
+    with pytest.raises(FileNotFoundError, match='image folder'):
+        check_data_cfg(ConfigDict(val_dataloader=dict(dataset=dict(
+            type='ADE20KDataset', data_root=str(tmp_path),
+            data_prefix=dict(img_path='images/validation')))))

@@ -1,0 +1,102 @@
+"""tools/analysis_tools/benchmark.py: the table has every row and column, the
+breakdown accounts for the whole network, options it cannot honour are
+refused (no timing assertions)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mmincnext import ops
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+
+
+def test_benchmark_script_smoke():
+    """One tiny interleaved round: the table has every row and column (no
+    timing assertions)."""
+    cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--arch',
+           'atto', '--input-size', '64', '--batch', '1', '--warmup',
+           '0', '--repeats', '1', '--threads', '1']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines()
+             if line.startswith('|')]
+    header = [c.strip() for c in table[0].strip('|').split('|')]
+    assert header == ['model', 'mode', 'img/s', 'x ConvNeXt (mmpretrain)',
+                      'peak MB', 'params M', 'GMACs/img', '% of mm rate']
+    rows = [[c.strip() for c in line.strip('|').split('|')]
+            for line in table[2:]]
+    assert [(r[0], r[1]) for r in rows] == [
+        ('InceptionNeXt', 'inference'),
+        ('InceptionNeXt deploy', 'inference'),
+        ('InceptionNeXt official (timm)', 'inference'),
+        ('ConvNeXt (mmpretrain)', 'inference'),
+        ('InceptionNeXt', 'train'),
+        ('InceptionNeXt official (timm)', 'train'),
+        ('ConvNeXt (mmpretrain)', 'train'),
+    ]
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[4]) >= 0
+    by_name = {(r[0], r[1]): r for r in rows}
+    # identical weights: ours and the official network have the same size
+    ours = by_name[('InceptionNeXt', 'inference')]
+    assert ours[5:7] == \
+        by_name[('InceptionNeXt official (timm)', 'inference')][5:7]
+    assert ours[5] == '2.89' and float(ours[6]) > 0
+    assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'
+
+
+@pytest.mark.parametrize('model', ['ours', 'deploy'])
+def test_benchmark_breakdown_accounts_for_the_whole_network(model):
+    """``--breakdown`` times every part of the network once: the parts'
+    MACs add up to the whole forward's, each stage's MLP row has the MACs of
+    its GEMMs, and the time shares add up to 100 %."""
+    cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--breakdown',
+           model, '--arch', 'atto', '--input-size', '64', '--batch', '2',
+           '--warmup', '0', '--repeats', '1', '--threads', '1']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [[c.strip() for c in line.strip('|').split('|')]
+             for line in proc.stdout.splitlines() if line.startswith('|')]
+    assert table[0] == ['part', 'ms', '% of time', 'MMACs', '% of mm rate']
+    rows = {r[0]: r[1:] for r in table[2:]}
+    depths, dims, ratios = (2, 2, 6, 2), (40, 80, 160, 320), (4, 4, 4, 3)
+    # one kernel per block (mmincnext.ops.metanext_block) where the MLP
+    # qualifies: channels a multiple of 16, weights of at most 6 MiB
+    whole = [ops.cpu_kernels_available() and dim % 16 == 0
+             and 2 * dim * dim * ratio * 4 <= 6 * 2**20
+             for dim, ratio in zip(dims, ratios)]
+    assert whole == [False, True, True, True] or not any(whole)
+    expected = ['stem']
+    for i, depth in enumerate(depths):
+        expected += [f'stage {i} downsample'] if i else []
+        expected += ([f'stage {i} blocks ({depth}, one kernel each)']
+                     if whole[i] else [f'stage {i} token mixers ({depth})',
+                                       f'stage {i} MLPs ({depth})'])
+    assert list(rows) == expected + ['sum of the parts', 'whole forward']
+    for i, (depth, dim, ratio) in enumerate(zip(depths, dims, ratios)):
+        gemm_macs = depth * 2 * (2 * (16 >> i)**2) * dim * dim * ratio
+        if whole[i]:  # the GEMMs plus the token mixers and norms
+            macs = float(rows[f'stage {i} blocks ({depth}, one kernel each)']
+                         [2])
+            assert gemm_macs / 1e6 < macs < 1.02 * gemm_macs / 1e6
+        else:
+            assert float(rows[f'stage {i} MLPs ({depth})'][2]) == \
+                pytest.approx(gemm_macs / 1e6, abs=0.05)
+    parts = [rows[name] for name in expected]
+    whole = float(rows['whole forward'][2])
+    assert sum(float(p[2]) for p in parts) == \
+        pytest.approx(whole, abs=0.05 * len(parts))
+    assert float(rows['sum of the parts'][2]) == pytest.approx(whole,
+                                                               abs=0.05)
+    assert sum(float(p[1]) for p in parts) == pytest.approx(100, abs=0.5)
+    assert sum(float(p[0]) for p in parts) == pytest.approx(
+        float(rows['sum of the parts'][0]), abs=0.01 * len(parts))
+    assert all(float(p[0]) > 0 for p in parts)
+    # options it cannot honour are refused, not ignored
+    proc = subprocess.run(cmd + ['--compile'], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and 'nor --compile' in proc.stderr
