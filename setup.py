@@ -1,3 +1,4 @@
+import glob
 import os
 import os.path as osp
 import platform
@@ -45,8 +46,12 @@ def extensions():
                 warnings.warn(f'mmincnext._ext was not built ({e}); '
                               "PyTorch's kernels will be used instead")
 
+    # Every .cpp of the folder (the kernels and pybind.cpp, the module); the
+    # headers there are dependencies, so that editing one alone rebuilds.
+    csrc = 'mmincnext/ops/csrc'
     ext = CppExtension(
-        'mmincnext._ext', ['mmincnext/ops/csrc/cpu_kernels.cpp'],
+        'mmincnext._ext', sorted(glob.glob(f'{csrc}/*.cpp')),
+        depends=sorted(glob.glob(f'{csrc}/*.h')),
         extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': OptionalBuildExtension}
 

@@ -1,5 +1,5 @@
-"""Prints the GELU table of ``cpu_kernels.cpp`` (``kGeluScale``,
-``kGeluMaxAbs``, ``kGeluQ``).
+"""Prints the GELU table of ``gelu.h`` (``kGeluScale``, ``kGeluMaxAbs``,
+``kGeluQ``).
 
 ``q(a) = Phi(-a) = erfc(a / sqrt(2)) / 2`` for ``a = |x|`` in ``[0, A_MAX]``
 is cut into ``INTERVALS`` intervals of width ``1 / s`` centred on ``k / s``
@@ -29,8 +29,9 @@ def table():
 
 if __name__ == '__main__':
     s, coef = table()
-    print(f'constexpr float kGeluScale = {s!r}f, kGeluMaxAbs = {A_MAX}f;')
-    print('alignas(64) constexpr float '
+    print(f'inline constexpr float kGeluScale = {s!r}f, '
+          f'kGeluMaxAbs = {A_MAX}f;')
+    print('alignas(64) inline constexpr float '
           f'kGeluQ[{DEGREE + 1}][{INTERVALS}] = {{')
     for row in coef:
         print('    {' + ', '.join(f'{str(c)}f' for c in row) + '},')

@@ -1,0 +1,236 @@
+// CPU kernels of MetaNeXt (InceptionNeXt) blocks for inference (float32,
+// AVX-512), exposed by mmincnext.ops:
+//
+//     fused_mlp:        out = shortcut + fc2(gelu(fc1(x)))
+//     inception_mixer:  y = affine(token_mixer(x))
+//     metanext_block:   out = x + fc2(gelu(fc1(affine(token_mixer(x)))))
+//
+// Each has its file (fused_mlp.cpp, inception_mixer.cpp, metanext_block.cpp);
+// gemm.cpp holds the GEMM kernels and the packing of weights, gelu.h the
+// GELU, pybind.cpp the Python module. This header declares what more than
+// one of them uses.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+// Code between MMINCNEXT_AVX512_BEGIN and MMINCNEXT_AVX512_END is compiled
+// for the instruction sets that cpu_supported() checks (AVX-512 F and DQ,
+// FMA), and runs only where it returns true: each entry point checks it
+// first. Declarations of such functions stand between them too, like their
+// definitions.
+#define MMINCNEXT_AVX512_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512dq,fma\")")
+#define MMINCNEXT_AVX512_END _Pragma("GCC pop_options")
+
+namespace mmincnext {
+
+// f(i, state) for i in [0, n) on the intra-op threads, each of which makes
+// its `state = init()` once and takes the next index from an atomic counter
+// until none is left. A thread slowed by other work (a core shared with
+// other processes) thus takes fewer items, where at::parallel_for's equal
+// ranges leave the others idle at the end of each call.
+template <class Init, class F>
+void parallel_dynamic(int64_t n, Init init, F f) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(n, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    auto state = init();
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) f(i, state);
+  });
+}
+
+template <class F>
+void parallel_dynamic(int64_t n, F f) {
+  parallel_dynamic(n, [] { return 0; }, [&](int64_t i, int) { f(i); });
+}
+
+// ---------------------------------------------------------------------------
+// Argument checks of the entry points.
+
+inline void check_float_cpu(const torch::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat, op, ": ", name,
+              " must be a float32 CPU tensor");
+}
+
+inline void check_contiguous(const torch::Tensor& t, const char* op, const char* name) {
+  check_float_cpu(t, op, name);
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// x as [N, C, H, W] in dense channels-last memory (an NHWC buffer).
+inline void check_channels_last(const torch::Tensor& x, const char* op) {
+  check_float_cpu(x, op, "x");
+  TORCH_CHECK(x.dim() == 4, op, ": x must be [N, C, H, W], got ", x.dim(), " dims");
+  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == H * W * C, op,
+              ": x must be contiguous in channels-last memory");
+}
+
+inline torch::Tensor empty_channels_last(const torch::Tensor& x) {
+  return torch::empty({x.size(0), x.size(2), x.size(3), x.size(1)}, x.options()).permute({0, 3, 1, 2});
+}
+
+// ---------------------------------------------------------------------------
+// GEMM (gemm.cpp).
+
+// What the GEMM kernels do to a @ b before the store: gelu(. + bias);
+// . + bias + r (the residual); . + r (r = c: accumulate into the output).
+enum Epilogue { kBiasGelu, kBiasResidual, kAdd };
+
+// Register blocking by the width of the output: NV vectors of 16 columns
+// per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
+inline int panel_vectors(int64_t n) { return n % 64 == 0 ? 4 : n % 48 == 0 ? 3 : n % 32 == 0 ? 2 : 1; }
+constexpr int tile_rows_of(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }  // MR for NV
+
+// Rows of the register tiles of gemm_rows_any for an output width n.
+inline int64_t tile_rows(int64_t n) { return tile_rows_of(panel_vectors(n)); }
+
+// c[m, N] = epilogue(a[m, K] @ W^T + bias), a with row stride lda, W packed
+// by pack_panels in panels of 16 * panel_vectors(N) columns, c (and the
+// residual r) with row stride ldc (ldr). While the row tiles go through one
+// panel, the next one (after the last: the `next_floats` floats at `next`)
+// is prefetched into L2. Instantiated in gemm.cpp for the three epilogues.
+template <Epilogue EPI>
+void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
+                   int64_t K, int64_t N, const float* bias, const float* r,
+                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats);
+
+MMINCNEXT_AVX512_BEGIN
+
+// Panels of the weights for gemm_rows_any: for each of `chunks` column
+// ranges [c K, (c + 1) K) of W [N, chunks K] (row stride ldw), panels of NR
+// rows transposed, out[c][p][k][j] = W[p NR + j][c K + k] (K and NR
+// multiples of 16).
+void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out);
+
+MMINCNEXT_AVX512_END
+
+// ---------------------------------------------------------------------------
+// The fused MLP (fused_mlp.cpp).
+
+// Hidden activations computed per task: about a quarter of a 1 MiB L2, so
+// that they, the input rows and a weight panel stay in L2 between fc1 and fc2.
+constexpr int64_t kHiddenBlockBytes = 256 * 1024;
+
+// The MLP's weights packed for hidden chunks of Hc units: w1 as the panels
+// of fc1 [H, C] (chunk j: Hc / NR consecutive panels), w2 as those of the
+// Hc columns of fc2 [C, H] for each chunk in turn; nr1 and nr2 are their
+// panel widths (the register tiles of outputs Hc and C wide).
+struct Mlp {
+  torch::Tensor w1, w2;
+  const float *b1, *b2;
+  int64_t C, H, Hc, nr1, nr2;
+};
+
+// Validates the MLP's weights for C input channels and packs them for
+// hidden chunks of hidden_chunk units (0: chosen by the weights' size).
+Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
+             const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
+             const char* op);
+
+// out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
+// activations (one chunk of Hc units at a time) take about
+// hidden_block_bytes, as many blocks for each thread. Per chunk: fc1's Hc
+// hidden units, GELU, and fc2's sums over them, added to the block's output
+// (which the first chunk starts with bias + shortcut). input(r0, m, buffer)
+// returns the rows [r0, r0 + m) of a (row stride C), possibly computed into
+// `buffer` (buffer_width floats per row).
+template <class Input>
+void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, const float* shortcut, float* out,
+                int64_t hidden_block_bytes) {
+  TORCH_CHECK(hidden_block_bytes > 0, "hidden_block_bytes must be positive");
+  const int64_t C = mlp.C, H = mlp.H, Hc = mlp.Hc;
+  const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
+  // rows: a multiple of both kernels' tile rows, about hidden_block_bytes,
+  // and blocks a multiple of the threads where that evens out their work
+  // (the threads take them dynamically: see parallel_dynamic)
+  const int64_t tile = std::lcm(tile_rows(Hc), tile_rows(C)), threads = at::get_num_threads();
+  int64_t rows = std::max(tile, hidden_block_bytes / (Hc * 4) / tile * tile);
+  int64_t blocks = (M + rows - 1) / rows;
+  blocks = (blocks + threads - 1) / threads * threads;
+  rows = ((M + blocks - 1) / blocks + tile - 1) / tile * tile;
+  blocks = (M + rows - 1) / rows;
+  struct Scratch {
+    std::unique_ptr<float[]> hidden, buffer;
+  };
+  parallel_dynamic(
+      blocks, [&] { return Scratch{std::unique_ptr<float[]>(new float[rows * Hc]),
+                                   std::unique_ptr<float[]>(new float[rows * buffer_width])}; },
+      [&](int64_t blk, Scratch& s) {
+        const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
+        const float* a = input(r0, m, s.buffer.get());
+        float* o = out + r0 * C;
+        for (int64_t j = 0; j < H; j += Hc) {
+          // each call prefetches the other's first panel (fc1's: chunk
+          // j + Hc, or chunk 0 for the next row block)
+          const float* next_w1 = W1 + (j + Hc < H ? j + Hc : 0) * C;
+          gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
+                                   W2 + j * C, Hc * mlp.nr2);
+          if (j == 0)
+            gemm_rows_any<kBiasResidual>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C,
+                                         next_w1, C * mlp.nr1);
+          else
+            gemm_rows_any<kAdd>(m, s.hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1, C * mlp.nr1);
+        }
+      });
+}
+
+// ---------------------------------------------------------------------------
+// The Inception token mixer (inception_mixer.cpp).
+
+// The mixer's shapes and parameters: x [N, C, H, W] with the channels split
+// identity first into (id, gc, gc, gc), a ks x ks, a 1 x kb and a kb x 1
+// depthwise conv, and an optional per-channel affine.
+struct Mixer {
+  int64_t H, W, C, id, gc, ks, kb;
+  const float *w_hw, *b_hw, *w_w, *b_w, *w_h, *b_h;  // weights [taps, gc]
+  const float *scale, *shift;                         // [C] or nullptr
+};
+
+// Validates the token mixer's parameters for x [N, C, H, W] and returns the
+// kernel's view of them; the tap-major copies of the weights go to `keep`.
+Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
+                 const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
+                 const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
+                 const c10::optional<torch::Tensor>& shift, std::vector<torch::Tensor>& keep, const char* op);
+
+MMINCNEXT_AVX512_BEGIN
+
+// Rows y[0 .. p1 - p0) (row stride ldy) for the flattened pixels [p0, p1) of
+// x [N * H * W, C], one image-row segment at a time.
+void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float* y, int64_t ldy);
+
+MMINCNEXT_AVX512_END
+
+// ---------------------------------------------------------------------------
+// The functions of the Python module, bound in pybind.cpp (cpu_supported
+// is defined there, the three kernels in their files).
+
+// Whether this CPU runs the kernels (AVX-512 F, DQ and FMA).
+bool cpu_supported();
+
+torch::Tensor fused_mlp(const torch::Tensor& x, const torch::Tensor& shortcut, const torch::Tensor& fc1_weight,
+                        const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
+                        const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk);
+
+torch::Tensor inception_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
+                              const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
+                              const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
+                              const c10::optional<torch::Tensor>& shift);
+
+torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
+                             const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
+                             const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
+                             const c10::optional<torch::Tensor>& shift, const torch::Tensor& fc1_weight,
+                             const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
+                             const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk);
+
+}  // namespace mmincnext

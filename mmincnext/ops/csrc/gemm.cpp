@@ -1,0 +1,182 @@
+// The GEMMs of the fused MLP: a register-blocked micro-kernel that applies
+// its epilogue (bias and GELU, bias and residual, or accumulation) before
+// the store, the row driver that prefetches the next weight panel while one
+// is in use, and the packing of the weights into those panels.
+#include "cpu_kernels.h"
+#include "gelu.h"
+
+#include <cstring>
+
+namespace mmincnext {
+namespace {
+
+MMINCNEXT_AVX512_BEGIN
+
+// c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV]), a with row stride lda, b
+// a packed panel, c (and the residual r) with row stride ldc (ldr). The
+// first pf_lines iterations each prefetch a cache line of pf into L2.
+template <int MR, int NV, Epilogue EPI>
+inline void micro_kernel(const float* a, int64_t lda, const float* b,
+                         int64_t K, const float* bias, const float* r,
+                         int64_t ldr, float* c, int64_t ldc, const float* pf,
+                         int64_t pf_lines) {
+  constexpr int NR = 16 * NV;
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
+    __m512 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * NR + 16 * v);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i * lda + k]);
+      for (int v = 0; v < NV; ++v)
+        acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    const __m512 bb = EPI == kAdd ? _mm512_setzero_ps() : _mm512_loadu_ps(bias + 16 * v);
+    for (int i = 0; i < MR; ++i) {
+      __m512 y = EPI == kAdd ? acc[i][v] : _mm512_add_ps(acc[i][v], bb);
+      if (EPI == kBiasGelu)
+        y = gelu512(y);
+      else
+        y = _mm512_add_ps(y, _mm512_loadu_ps(r + i * ldr + 16 * v));
+      _mm512_storeu_ps(c + i * ldc + 16 * v, y);
+    }
+  }
+}
+
+// The same for the m < MR rows at the end of the input: they are copied to
+// zero-padded buffers and the valid rows copied back.
+template <int MR, int NV, Epilogue EPI>
+void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
+                       int64_t K, const float* bias, const float* r,
+                       int64_t ldr, float* c, int64_t ldc) {
+  constexpr int NR = 16 * NV;
+  std::unique_ptr<float[]> a_pad(new float[MR * K]());
+  float r_pad[MR * NR] = {0}, c_pad[MR * NR];
+  for (int64_t i = 0; i < m; ++i) {
+    std::memcpy(a_pad.get() + i * K, a + i * lda, K * sizeof(float));
+    if (EPI != kBiasGelu)
+      std::memcpy(r_pad + i * NR, r + i * ldr, NR * sizeof(float));
+  }
+  micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR, nullptr, 0);
+  for (int64_t i = 0; i < m; ++i)
+    std::memcpy(c + i * ldc, c_pad + i * NR, NR * sizeof(float));
+}
+
+inline const float* residual(const float* r, int64_t offset) {
+  return r == nullptr ? nullptr : r + offset;
+}
+
+// gemm_rows_any for MR x 16 NV register tiles. While the row tiles go
+// through one panel, which then stays in L2, the next one (after the last:
+// the `next_floats` floats at `next`, the first panel of the caller's next
+// call) is prefetched into L2, a slice per tile, so that the first tile of a
+// panel does not wait for the last-level cache (the weights of stage 1 and
+// up do not fit in L2 with the activations).
+template <int MR, int NV, Epilogue EPI>
+void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
+               int64_t K, int64_t N, const float* bias, const float* r,
+               int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats) {
+  constexpr int NR = 16 * NV;
+  const int64_t tiles = m / MR;
+  for (int64_t n = 0; n < N; n += NR) {  // a panel of W stays in cache
+    const float* b = packed + n * K;
+    const bool last = n + NR >= N;
+    const float* pf = last ? next : b + K * NR;
+    const int64_t lines = (last ? next_floats : K * NR) / 16;
+    const int64_t per_tile = tiles > 0 ? std::min(K, (lines + tiles - 1) / tiles) : 0;
+    int64_t i = 0;
+    for (; i + MR <= m; i += MR) {
+      const int64_t l0 = std::min(lines, i / MR * per_tile);
+      micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n, residual(r, i * ldr + n), ldr, c + i * ldc + n,
+                                ldc, pf + 16 * l0, std::min(per_tile, lines - l0));
+    }
+    if (i < m)
+      micro_kernel_tail<MR, NV, EPI>(m - i, a + i * lda, lda, b, K, bias + n,
+                                     residual(r, i * ldr + n), ldr,
+                                     c + i * ldc + n, ldc);
+  }
+}
+
+MMINCNEXT_AVX512_END
+
+}  // namespace
+
+template <Epilogue EPI>
+void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
+                   int64_t K, int64_t N, const float* bias, const float* r,
+                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats) {
+  switch (panel_vectors(N)) {
+    case 4: return gemm_rows<tile_rows_of(4), 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    case 3: return gemm_rows<tile_rows_of(3), 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    case 2: return gemm_rows<tile_rows_of(2), 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    default: return gemm_rows<tile_rows_of(1), 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+  }
+}
+
+// The three that mlp_blocks calls.
+template void gemm_rows_any<kBiasGelu>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                                       const float*, int64_t, float*, int64_t, const float*, int64_t);
+template void gemm_rows_any<kBiasResidual>(int64_t, const float*, int64_t, const float*, int64_t, int64_t,
+                                           const float*, const float*, int64_t, float*, int64_t, const float*,
+                                           int64_t);
+template void gemm_rows_any<kAdd>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                                  const float*, int64_t, float*, int64_t, const float*, int64_t);
+
+MMINCNEXT_AVX512_BEGIN
+
+namespace {
+
+// r[i] = row i of a 16 x 16 block -> r[i] = column i: pairs, then quads
+// within 128-bit lanes, then the lanes.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[i + q], lane l: rows i .. i + 3 of column 4 l + q
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int q = 0; q < 4; ++q) {
+    const __m512 a = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44), b = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
+    const __m512 c = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44), d = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
+    t[q] = _mm512_shuffle_f32x4(a, c, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    t[8 + q] = _mm512_shuffle_f32x4(b, d, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+}  // namespace
+
+// Each panel holds one contiguous row of NR columns of W^T per k, what the
+// micro-kernel reads. One pass, in parallel, in 16 x 16 blocks transposed in
+// registers.
+void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out) {
+  const int64_t panels = N / NR;
+  parallel_dynamic(chunks * panels, [&](int64_t t) {
+    const int64_t c = t / panels, p = t % panels;
+    float* dst = out + (c * panels + p) * K * NR;
+    for (int64_t j = 0; j < NR; j += 16) {
+      const float* src = w + (p * NR + j) * ldw + c * K;
+      for (int64_t k = 0; k < K; k += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ldw + k);
+        transpose16(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (k + i) * NR + j, r[i]);
+      }
+    }
+  });
+}
+
+MMINCNEXT_AVX512_END
+
+}  // namespace mmincnext

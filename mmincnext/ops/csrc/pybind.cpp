@@ -1,0 +1,26 @@
+// The Python module mmincnext._ext: the three kernels and cpu_supported,
+// which mmincnext.ops asks before it calls them.
+#include "cpu_kernels.h"
+
+bool mmincnext::cpu_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("fma");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  using namespace mmincnext;
+  m.def("cpu_supported", &cpu_supported, "whether this CPU runs the kernels (AVX-512 F, DQ and FMA)");
+  m.def("fused_mlp", &fused_mlp, "shortcut + fc2(gelu(fc1(x))) for row-major [M, C] float32 CPU tensors",
+        py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
+        py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes, py::arg("hidden_chunk") = 0);
+  m.def("inception_mixer", &inception_mixer,
+        "affine(cat(x_id, dwconv_hw(x_hw), dwconv_w(x_w), dwconv_h(x_h))) for channels-last float32 CPU x",
+        py::arg("x"), py::arg("w_hw"), py::arg("b_hw"), py::arg("w_w"), py::arg("b_w"), py::arg("w_h"),
+        py::arg("b_h"), py::arg("scale") = py::none(), py::arg("shift") = py::none());
+  m.def("metanext_block", &metanext_block, "x + fc2(gelu(fc1(inception_mixer(x)))) for channels-last float32 CPU x",
+        py::arg("x"), py::arg("w_hw"), py::arg("b_hw"), py::arg("w_w"), py::arg("b_w"), py::arg("w_h"),
+        py::arg("b_h"), py::arg("scale"), py::arg("shift"), py::arg("fc1_weight"), py::arg("fc1_bias"),
+        py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes,
+        py::arg("hidden_chunk") = 0);
+}
