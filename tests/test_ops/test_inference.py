@@ -169,3 +169,15 @@ def test_without_the_extension_the_kernels_say_how_to_build_them(monkeypatch):
         ops.cpu_kernels_available.cache_clear()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
+
+
+def test_empty_batch_inference():
+    """An empty batch goes through every inference path (kernels where they
+    are built) and gives empty outputs of the right shapes."""
+    model = InceptionNeXt('atto').eval()
+    x = torch.zeros(0, 3, 64, 64).contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        outs = model(x)
+    assert [tuple(o.shape) for o in outs] == [(0, 40, 16, 16), (0, 80, 8, 8),
+                                              (0, 160, 4, 4), (0, 320, 2, 2)]

@@ -272,3 +272,17 @@ def test_mixer_and_block_reject_bad_input(case, match):
             ops.metanext_block(x, mixer, scale, shift, w1, b1, w2, b2)
         else:
             ops.inception_mixer(x, mixer, scale, shift)
+
+
+@needs_kernel
+def test_kernels_take_empty_inputs():
+    """No rows (an empty batch): empty outputs of the right shape, no crash
+    (the row blocks of zero rows used to divide by zero)."""
+    x, shortcut, w1, b1, w2, b2 = random_mlp(0, 32, 128)
+    out = ops.fused_mlp(x, shortcut, w1, b1, w2, b2)
+    assert out.shape == (0, 32)
+    mixer = random_mixer(32)
+    x = channels_last_input(0, 32, 6, 6)
+    assert ops.inception_mixer(x, mixer).shape == (0, 32, 6, 6)
+    assert ops.metanext_block(x, mixer, None, None, w1, b1, w2,
+                              b2).shape == (0, 32, 6, 6)

@@ -147,6 +147,7 @@ template <class Input>
 void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, const float* shortcut, float* out,
                 int64_t hidden_block_bytes) {
   TORCH_CHECK(hidden_block_bytes > 0, "hidden_block_bytes must be positive");
+  if (M == 0) return;  // no rows: nothing to compute (and no row blocks)
   const int64_t C = mlp.C, H = mlp.H, Hc = mlp.Hc;
   const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
   // rows: a multiple of both kernels' tile rows, about hidden_block_bytes,
