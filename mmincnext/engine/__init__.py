@@ -4,7 +4,7 @@ reliability hooks and checks used by tools/train.py and tools/test.py."""
 from .cpu_distributed import CPUDistributedDataParallel, setup_cpu_distributed
 from .hooks import (EpochSeedHook, PreflightCheckHook, add_reliability_hooks,
                     check_backbone_consumer_channels, check_data_cfg,
-                    check_dataset_not_empty)
+                    check_dataset_not_empty, check_files_exist)
 from .layer_decay_optimizer_constructor import (
     InceptionNeXtLearningRateDecayOptimizerConstructor,
     get_layer_id_for_inceptionnext, get_stage_id_for_inceptionnext)
@@ -14,4 +14,4 @@ __all__ = ['InceptionNeXtLearningRateDecayOptimizerConstructor',
            'CPUDistributedDataParallel', 'setup_cpu_distributed',
            'EpochSeedHook', 'PreflightCheckHook', 'add_reliability_hooks',
            'check_backbone_consumer_channels', 'check_data_cfg',
-           'check_dataset_not_empty']
+           'check_dataset_not_empty', 'check_files_exist']

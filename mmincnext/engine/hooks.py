@@ -6,6 +6,7 @@ MMSegmentation's own tools add them through the config::
     custom_hooks = [dict(type='PreflightCheckHook'), dict(type='EpochSeedHook')]
 """
 import json
+import os
 import os.path as osp
 from typing import Optional
 
@@ -99,6 +100,52 @@ def check_dataset_not_empty(dataset, split: str) -> None:
             f'{_dataset_description(dataset)} holds no images{hint}')
 
 
+def _leaf_datasets(dataset):
+    """The datasets inside wrappers (Repeat/Concat/ClassBalanced/
+    MultiImageMix/Sliced...), which hold the data infos."""
+    if hasattr(dataset, 'datasets'):
+        return [d for c in dataset.datasets for d in _leaf_datasets(c)]
+    if hasattr(dataset, 'dataset'):
+        return _leaf_datasets(dataset.dataset)
+    return [dataset]
+
+
+def check_files_exist(dataset, split: str, max_listed: int = 10) -> None:
+    """Raise ``FileNotFoundError`` naming the missing image (and
+    segmentation map) files of ``dataset``, so that a missing file fails the
+    run before the first iteration instead of whenever the sampler draws it.
+
+    One ``os.stat`` per file, no decoding; the paths come from the data
+    infos (``img_path``, ``seg_map_path``) of every dataset inside the
+    wrappers. Remote paths (``s3://``, ``http://`` ...) are not checked.
+    """
+    missing, checked = [], 0
+    for leaf in _leaf_datasets(dataset):
+        if not hasattr(leaf, 'get_data_info'):
+            continue
+        if not getattr(leaf, '_fully_initialized', True):
+            leaf.full_init()
+        for i in range(len(leaf)):
+            info = leaf.get_data_info(i)
+            for key in ('img_path', 'seg_map_path'):
+                path = info.get(key)
+                if not isinstance(path, str) or '://' in path:
+                    continue
+                checked += 1
+                try:
+                    os.stat(path)
+                except OSError:
+                    missing.append(path)
+    if missing:
+        listed = ', '.join(missing[:max_listed])
+        more = f' and {len(missing) - max_listed} more' \
+            if len(missing) > max_listed else ''
+        raise FileNotFoundError(
+            f'the {split} dataset {_dataset_description(dataset)} names '
+            f'{len(missing)} of its {checked} files that do not exist: '
+            f'{listed}{more}')
+
+
 def _dataset_cfgs(dataset_cfg):
     """The leaf dataset configs inside wrappers (Repeat/Concat/...)."""
     if dataset_cfg is None:
@@ -170,21 +217,37 @@ class PreflightCheckHook(Hook):
     """Check the model and the datasets before any work starts.
 
     - the neck's / decode head's ``in_channels`` match the backbone outputs;
-    - the train / val / test datasets in use are not empty.
+    - the train / val / test datasets in use are not empty;
+    - every image (and segmentation map) of the training and validation
+      sets exists, before the first iteration (and of the test set before
+      testing): :func:`check_files_exist`.
+
+    Args:
+        check_files (bool): Run :func:`check_files_exist`. Defaults to True.
     """
     priority = 'VERY_HIGH'
+
+    def __init__(self, check_files: bool = True):
+        self.check_files = check_files
 
     def before_run(self, runner) -> None:
         check_backbone_consumer_channels(runner.model)
 
     def before_train(self, runner) -> None:
         check_dataset_not_empty(runner.train_dataloader.dataset, 'train')
+        if self.check_files:
+            check_files_exist(runner.train_dataloader.dataset, 'train')
+            val_loop = getattr(runner, '_val_loop', None)
+            if val_loop is not None and hasattr(val_loop, 'dataloader'):
+                check_files_exist(val_loop.dataloader.dataset, 'val')
 
     def before_val(self, runner) -> None:
         check_dataset_not_empty(runner.val_dataloader.dataset, 'val')
 
     def before_test(self, runner) -> None:
         check_dataset_not_empty(runner.test_dataloader.dataset, 'test')
+        if self.check_files:
+            check_files_exist(runner.test_dataloader.dataset, 'test')
 
 
 @register_everywhere(HOOKS)

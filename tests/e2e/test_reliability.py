@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import os.path as osp
+import shutil
 import signal
 import socket
 import subprocess
@@ -193,6 +194,34 @@ def test_train_names_missing_annotation_file_and_data_root(tiny_data,
     run = train(cfg, tmp_path / 'work2')
     assert run.returncode != 0
     assert 'no_such_root' in run.stderr.splitlines()[-1]
+
+
+def test_train_names_missing_images_before_the_first_iteration(tiny_data,
+                                                               tmp_path):
+    """A training set with a missing image fails in PreflightCheckHook,
+    naming the file, before any iteration (not when the sampler draws it);
+    the same for the validation set."""
+    data = tmp_path / 'det'
+    shutil.copytree(tiny_data, data)
+    train_images = sorted((data / 'train').iterdir())
+    train_images[-1].unlink()
+    cfg = write_config(tmp_path / 'cfg.py', data)
+    run = train(cfg, tmp_path / 'work')
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert 'FileNotFoundError' in last and train_images[-1].name in last
+    assert 'train dataset' in last and '1 of its' in last
+    assert 'Iter(train)' not in run.stdout + run.stderr
+
+    shutil.copy(tiny_data / 'train' / train_images[-1].name,
+                train_images[-1])
+    val_image = sorted((data / 'val').iterdir())[0]
+    val_image.unlink()
+    run = train(cfg, tmp_path / 'work2')
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert 'val dataset' in last and val_image.name in last
+    assert 'Iter(train)' not in run.stdout + run.stderr
 
 
 def _free_port():

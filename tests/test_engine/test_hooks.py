@@ -7,7 +7,8 @@ import os.path as osp
 import pytest
 
 from mmincnext.engine import (check_backbone_consumer_channels,
-                              check_data_cfg, check_dataset_not_empty)
+                              check_data_cfg, check_dataset_not_empty,
+                              check_files_exist)
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 BASE_CFG = osp.join(ROOT, 'configs', 'mask_rcnn',
@@ -89,3 +90,44 @@ def test_data_cfg_checks(tmp_path):
         check_data_cfg(ConfigDict(val_dataloader=dict(dataset=dict(
             type='ADE20KDataset', data_root=str(tmp_path),
             data_prefix=dict(img_path='images/validation')))))
+
+
+def _coco_dataset(root, names, missing=()):
+    """A CocoDataset over images ``names`` in ``root/img``; the files in
+    ``missing`` are listed but not written."""
+    from mmdet.datasets import CocoDataset
+    (root / 'img').mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, name in enumerate(names):
+        images.append(dict(id=i + 1, file_name=name, width=8, height=8))
+        if name not in missing:
+            (root / 'img' / name).write_bytes(b'')
+    ann = root / 'ann.json'
+    ann.write_text(json.dumps(dict(
+        images=images, annotations=[],
+        categories=[dict(id=1, name='thing')])))
+    return CocoDataset(
+        data_root=str(root), ann_file='ann.json',
+        data_prefix=dict(img='img/'), metainfo=dict(classes=('thing', )),
+        filter_cfg=dict(filter_empty_gt=False), pipeline=[],
+        lazy_init=True)
+
+
+def test_check_files_exist_names_the_missing_files(tmp_path):
+    """Every missing file is counted, the first ten named; wrappers are
+    looked through; a lazily initialised dataset is initialised."""
+    from mmengine.dataset import ConcatDataset, RepeatDataset
+    names = [f'{i:03d}.jpg' for i in range(30)]
+    complete = _coco_dataset(tmp_path / 'a', names)
+    check_files_exist(complete, 'train')
+    missing = names[5:17]
+    broken = _coco_dataset(tmp_path / 'b', names, missing=missing)
+    with pytest.raises(FileNotFoundError, match='12 of its 30 files'):
+        check_files_exist(RepeatDataset(broken, times=3), 'train')
+    with pytest.raises(FileNotFoundError) as e:
+        check_files_exist(ConcatDataset([complete, broken]), 'val')
+    message = str(e.value)
+    assert 'the val dataset' in message
+    assert '12 of its 60 files that do not exist' in message
+    assert all(name in message for name in missing[:10])
+    assert missing[10] not in message and 'and 2 more' in message
