@@ -31,7 +31,8 @@ SIZES = dict(atto='atto', t='tiny', s='small', b='base')
 WEIGHTS = ('https://github.com/sail-sg/inceptionnext/releases/download/'
            'model/inceptionnext_{}.pth')
 # folder -> the algorithm token its configs start with
-FOLDERS = {'mask_rcnn': 'mask-rcnn', 'retinanet': 'retinanet',
+FOLDERS = {'mask_rcnn': 'mask-rcnn', 'faster_rcnn': 'faster-rcnn',
+           'retinanet': 'retinanet',
            'rtmdet': 'rtmdet', 'yolox': 'yolox', 'sem_fpn': 'fpn',
            'upernet': 'upernet', 'demo': None}
 NAME = re.compile(

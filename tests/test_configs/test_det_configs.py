@@ -23,6 +23,7 @@ from mmengine.config import Config  # noqa: E402
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = sorted(
     glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*.py')) +
+    glob.glob(osp.join(ROOT, 'configs', 'faster_rcnn', '*.py')) +
     glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py')))
 SIZE = 128
 
@@ -38,6 +39,10 @@ def test_configs_found():
             in names
     assert 'retinanet_inceptionnext-t_fpn-p2_small-obj_1x_coco.py' in names
     assert 'mask-rcnn_inceptionnext-t_fpn_small-obj_1x_coco.py' in names
+    for size in ('t', 'atto'):
+        for form in ('', '_small-obj'):
+            assert f'faster-rcnn_inceptionnext-{size}_fpn{form}_1x_coco.py' \
+                in names
 
 
 def synthetic_batch(with_mask):
@@ -195,7 +200,7 @@ print('ok')
 
 def test_metafiles_list_every_config():
     import yaml
-    for folder in ('mask_rcnn', 'retinanet'):
+    for folder in ('mask_rcnn', 'faster_rcnn', 'retinanet'):
         with open(osp.join(ROOT, 'configs', folder, 'metafile.yml')) as f:
             meta = yaml.safe_load(f)
         listed = {m['Config'] for m in meta['Models']}

@@ -1,0 +1,8 @@
+# The small-object Faster R-CNN with InceptionNeXt-atto, cheap enough for
+# CPU experiments (see README.md).
+_base_ = './faster-rcnn_inceptionnext-t_fpn_small-obj_1x_coco.py'
+
+model = dict(
+    backbone=_base_.inceptionnext.atto,
+    neck=dict(in_channels=[40, 80, 160, 320]))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=5))
