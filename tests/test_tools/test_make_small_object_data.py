@@ -146,3 +146,49 @@ def test_ade20k_layout(data):
     assert meta['seg_classes'] == ['background', 'circle', 'square',
                                    'triangle']
     assert meta['seg_reduce_zero_label'] is True
+
+
+YOLO = ['--num-train', '0', '--num-val', '0', '--num-large', '0',
+        '--num-seg-train', '0', '--num-seg-val', '0', '--num-yolo-large',
+        '2', '--num-yolo-large-val', '1', '--yolo-large-size', '300', '420',
+        '--yolo-large-objects', '20', '30']
+
+
+def test_yolo_large_split(data, tmp_path):
+    """Large images in YOLO txt format: off by default, deterministic, and
+    yolo2coco's conversion gives back the drawn boxes."""
+    from mmincnext.datasets.converters import yolo_to_coco
+    assert not osp.exists(osp.join(data, 'yolo'))
+    a, b, c = (str(tmp_path / n) for n in 'abc')
+    for out, seed in ((a, '5'), (b, '5'), (c, '6')):
+        gen.main(['--out', out, '--seed', seed] + YOLO)
+    files = _files(osp.join(a, 'yolo'))
+    assert files == [
+        'data.yaml', 'images/train/train_00000.jpg',
+        'images/train/train_00001.jpg', 'images/val/val_00000.jpg',
+        'labels/train/train_00000.txt', 'labels/train/train_00001.txt',
+        'labels/val/val_00000.txt']
+    _, mismatch, errors = filecmp.cmpfiles(
+        osp.join(a, 'yolo'), osp.join(b, 'yolo'), files, shallow=False)
+    assert not mismatch and not errors
+    _, mismatch, _ = filecmp.cmpfiles(
+        osp.join(a, 'yolo'), osp.join(c, 'yolo'), files, shallow=False)
+    assert 'images/train/train_00000.jpg' in mismatch
+
+    coco, summary = yolo_to_coco(osp.join(a, 'yolo'))  # its data.yaml
+    assert [cat['name'] for cat in coco['categories']] == list(gen.CLASSES)
+    assert summary.clipped == summary.dropped_zero_area == 0
+    for img in coco['images']:
+        split, name = img['file_name'].split('/')
+        index = int(name.split('_')[1].split('.')[0])
+        drawn, objs = gen.yolo_large_image(5, split, index, (300, 420),
+                                           (20, 30), (6, 24))
+        assert (img['height'], img['width']) == drawn.shape[:2]
+        assert 300 <= img['width'] <= 420 and 300 <= img['height'] <= 420
+        anns = [x for x in coco['annotations'] if x['image_id'] == img['id']]
+        assert len(anns) == len(objs) >= 20
+        for ann, obj in zip(anns, objs):
+            assert ann['category_id'] == obj['category'] + 1
+            # 6 decimals of the normalised values: well under 1e-3 px
+            np.testing.assert_allclose(ann['bbox'], obj['bbox'], atol=1e-3)
+            assert max(obj['bbox'][2:]) <= 26

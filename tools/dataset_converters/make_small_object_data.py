@@ -12,6 +12,8 @@ Deterministic (same ``--seed`` and sizes -> byte-identical files) and fast
       seg/                            ADE20K layout (reduce_zero_label=True)
         images/{training,validation}/*.jpg
         annotations/{training,validation}/*.png
+      yolo/                           only with --num-yolo-large N > 0
+        images/{train,val}/*.jpg  labels/{train,val}/*.txt  data.yaml
 
 Detection images have textured, cluttered backgrounds (low-frequency colour
 noise, gradients, stripes, pixel noise) and distractor shapes that are *not*
@@ -26,6 +28,13 @@ match the image exactly. Objects do not overlap each other.
 
 The ``large`` split holds a few big images (default 2000 x 2000) with many
 8-16 px objects, for sliced (tiled) inference.
+
+The ``yolo`` split (off by default) holds large images (each side drawn
+from 1000-1600 px) with 6-24 px objects in YOLO txt format, for sliced
+training: one ``class cx cy w h`` line per object (class ids from 0,
+values normalised by the image size, 6 decimals; the box is the tight box
+of the painted pixels, as in the COCO splits) and a ``data.yaml`` with the
+class names. ``tools/dataset_converters/yolo2coco.py`` turns it into COCO.
 
 The segmentation split uses ADE20K semantics with ``reduce_zero_label``:
 label 0 = unlabelled (the clutter; ignored), 1 = background, 2.. = the
@@ -45,6 +54,7 @@ import os.path as osp
 import time
 
 import numpy as np
+import yaml
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
@@ -53,7 +63,7 @@ CLASSES = ('circle', 'square', 'triangle')
 CLASS_HUES = (0.0, 0.33, 0.62)
 SEG_CLASSES = ('background', ) + CLASSES
 SPLIT_IDS = {'train': 1, 'val': 2, 'large': 3, 'seg_training': 4,
-             'seg_validation': 5}
+             'seg_validation': 5, 'yolo_train': 6, 'yolo_val': 7}
 
 
 def _rng(seed, split, index):
@@ -286,6 +296,70 @@ def write_seg_split(out_dir, split, num, size, seed, quality):
                                         counts)})
 
 
+def yolo_large_image(seed, split, index, size_range, objects_range,
+                     obj_size):
+    """Draw image ``index`` of the YOLO split ``split`` (``'train'`` or
+    ``'val'``).
+
+    Args:
+        seed (int): Generator seed.
+        split (str): ``'train'`` or ``'val'``.
+        index (int): Image index in the split.
+        size_range (tuple[int, int]): Min / max side in px; width and
+            height are drawn independently.
+        objects_range (tuple[int, int]): Min / max objects per image.
+        obj_size (tuple[float, float]): Object extent in px (log-uniform).
+
+    Returns:
+        tuple: ``(uint8 HxWx3 image, objects)``, objects as in
+        :func:`make_image`.
+    """
+    rng = _rng(seed, 'yolo_' + split, index)
+    w, h = (int(rng.integers(size_range[0], size_range[1] + 1))
+            for _ in range(2))
+    n = int(rng.integers(objects_range[0], objects_range[1] + 1))
+    img, objs, _ = make_image(rng, h, w, n, obj_size,
+                              int(rng.integers(n // 2, n + 1)))
+    return img, objs
+
+
+def write_yolo_split(out_dir, split, num, size_range, objects_range,
+                     obj_size, seed, quality):
+    """Write ``OUT/yolo/{images,labels}/split``: JPEG images and one
+    ``class cx cy w h`` line (normalised) per object."""
+    img_dir = osp.join(out_dir, 'yolo', 'images', split)
+    label_dir = osp.join(out_dir, 'yolo', 'labels', split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(label_dir, exist_ok=True)
+    objects = []
+    for i in range(num):
+        img, objs = yolo_large_image(seed, split, i, size_range,
+                                     objects_range, obj_size)
+        h, w = img.shape[:2]
+        stem = f'{split}_{i:05d}'
+        Image.fromarray(img).save(osp.join(img_dir, stem + '.jpg'),
+                                  quality=quality)
+        lines = []
+        for o in objs:
+            x, y, bw, bh = o['bbox']
+            lines.append(f"{o['category']} {(x + bw / 2) / w:.6f} "
+                         f'{(y + bh / 2) / h:.6f} {bw / w:.6f} '
+                         f'{bh / h:.6f}\n')
+        with open(osp.join(label_dir, stem + '.txt'), 'w') as f:
+            f.writelines(lines)
+        objects += objs
+    return size_stats(objects) | dict(images=num)
+
+
+def write_yolo_data_yaml(out_dir):
+    """``OUT/yolo/data.yaml`` in Ultralytics' layout (paths relative to
+    the file's folder, names as an ``{id: name}`` mapping)."""
+    data = dict(train='images/train', val='images/val', nc=len(CLASSES),
+                names=dict(enumerate(CLASSES)))
+    with open(osp.join(out_dir, 'yolo', 'data.yaml'), 'w') as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+
+
 def size_stats(annotations):
     s = (np.sqrt([a['area'] for a in annotations]) if annotations
          else np.zeros(0))
@@ -321,6 +395,20 @@ def parse_args(argv=None):
     p.add_argument('--large-objects', type=int, default=300)
     p.add_argument('--large-obj-size', type=float, nargs=2, default=(8, 16),
                    metavar=('MIN', 'MAX'))
+    p.add_argument('--num-yolo-large', type=int, default=0, metavar='N',
+                   help='large training images in YOLO txt format under '
+                   'OUT/yolo (0 to skip)')
+    p.add_argument('--num-yolo-large-val', type=int, default=None,
+                   help='large validation images in YOLO format (default: '
+                   'N // 4, at least 1)')
+    p.add_argument('--yolo-large-size', type=int, nargs=2,
+                   default=(1000, 1600), metavar=('MIN', 'MAX'),
+                   help='image side in px (width and height drawn apart)')
+    p.add_argument('--yolo-large-objects', type=int, nargs=2,
+                   default=(150, 300), metavar=('MIN', 'MAX'),
+                   help='objects per YOLO image')
+    p.add_argument('--yolo-large-obj-size', type=float, nargs=2,
+                   default=(6, 24), metavar=('MIN', 'MAX'))
     p.add_argument('--num-seg-train', type=int, default=100,
                    help='ADE20K-format training images (0 to skip)')
     p.add_argument('--num-seg-val', type=int, default=20)
@@ -347,6 +435,16 @@ def main(argv=None):
             args.large_size, objects_range=(n, n),
             size_range=args.large_obj_size,
             clutter_range=(n // 2, n), seed=args.seed, quality=args.quality)
+    if args.num_yolo_large:
+        num_val = args.num_yolo_large_val
+        if num_val is None:
+            num_val = max(1, args.num_yolo_large // 4)
+        for split, num in (('train', args.num_yolo_large), ('val', num_val)):
+            stats['yolo_' + split] = write_yolo_split(
+                args.out, split, num, args.yolo_large_size,
+                args.yolo_large_objects, args.yolo_large_obj_size,
+                args.seed, args.quality)
+        write_yolo_data_yaml(args.out)
     for split, num in (('training', args.num_seg_train),
                        ('validation', args.num_seg_val)):
         if num:
