@@ -6,11 +6,13 @@ and in MMEngine's root registries (so a plain ``type='InceptionNeXt'`` is found
 from MMDetection's and MMSegmentation's registries, which are both children of
 the root). Nothing here imports mmdet or mmseg.
 """
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmincnext',
@@ -23,6 +25,12 @@ METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mmincnext',
 
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmincnext',
                  locations=['mmincnext.engine'])
+
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='mmincnext',
+                    locations=['mmincnext.datasets'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS,
+                      scope='mmincnext',
+                      locations=['mmincnext.datasets.transforms'])
 
 
 def register_everywhere(registry):
