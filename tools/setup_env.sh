@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Build the environment mmincnext runs in: a virtualenv (default .venv) with
-# torch, mmcv 2.1.0 built from source with its compiled ops, mmengine, mmdet,
-# mmsegmentation, the test tools and mmincnext itself (editable).
+# torch, mmcv 2.0.1 built from source with its compiled ops, mmengine, mmdet,
+# mmsegmentation, mmyolo, the test tools and mmincnext itself (editable).
+#
+# mmcv 2.0.1 is the one version that mmdet 3.3.0 and mmsegmentation 1.2.2
+# (2.0.0rc4 <= mmcv < 2.2.0) and mmyolo 0.6.0 (2.0.0rc4 <= mmcv < 2.1.0)
+# all accept, with their version checks untouched.
 #
 # Idempotent: a second run with nothing changed checks the stamp and the
 # imports and returns in seconds. Used by `make install` (and so by
@@ -23,7 +27,7 @@ cd "$ROOT"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 CACHE=${MMINCNEXT_CACHE:-$HOME/.cache/mmincnext}
-MMCV_VERSION=2.1.0
+MMCV_VERSION=2.0.1
 TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -43,7 +47,7 @@ stamp_file() {
     if [ "$VENV" = system ]; then echo "$ROOT/.mmincnext-env-stamp"; else echo "$VENV/.mmincnext-env-stamp"; fi
 }
 want_stamp=$(cat setup.py requirements/*.txt tools/setup_env.sh mmincnext/ops/csrc/* | sha256sum | cut -d' ' -f1)
-check_imports='import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmincnext
+check_imports='import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmyolo, mmincnext
 assert mmcv.__version__ == "'$MMCV_VERSION'", mmcv.__version__'
 
 if [ -f "$(stamp_file)" ] && [ "$(cat "$(stamp_file)")" = "$want_stamp" ] \
@@ -86,16 +90,18 @@ else
     fi
     if [ -z "$wheel" ]; then
         log "building mmcv $MMCV_VERSION from source with its C++ ops:"
-        log "this takes 20-30 minutes on 2 cores, once; the wheel is cached in $wheel_dir"
+        log "this takes 7-30 minutes on 2 cores, once; the wheel is cached in $wheel_dir"
         work=$(mktemp -d)
         trap 'rm -rf "$work"' EXIT
         "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
             "mmcv==$MMCV_VERSION" -d "$work"
         tar xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
         src="$work/mmcv-$MMCV_VERSION"
-        # torch >= 2.14 headers need C++20; mmcv 2.1.0 hard-codes C++17
+        # torch >= 2.14 headers need C++20; mmcv's setup.py hard-codes the
+        # standard (2.0.1: C++14, 2.1.0: C++17)
         if "$PY" -c 'import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if v >= (2, 14) else 1)'; then
-            sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/setup.py"
+            sed -i "s/'-std=c++1[47]'/'-std=c++20'/g" "$src/setup.py"
+            grep -q "c++20" "$src/setup.py" || { log "no C++ standard flag found in mmcv's setup.py"; exit 1; }
             log "torch >= 2.14: compiling with -std=c++20"
         fi
         mkdir -p "$wheel_dir"
@@ -136,4 +142,4 @@ rm -f "$ext_log"
 "$PY" -c 'import mmincnext.ops as ops; print("[setup] CPU kernels (mmincnext._ext):", "available" if ops.cpu_kernels_available() else "not available here, PyTorch kernels are used")'
 "$PY" -c "$check_imports"
 echo "$want_stamp" > "$(stamp_file)"
-log "environment ready: $PY ($("$PY" -c 'import torch, mmcv, mmdet, mmseg; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}")'))"
+log "environment ready: $PY ($("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmyolo; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmyolo {mmyolo.__version__}")'))"
