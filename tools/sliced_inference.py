@@ -6,8 +6,11 @@ through the config's own test pipeline, several windows per forward pass,
 and the window detections are merged in full-image coordinates: cut views
 of objects at inner window borders are dropped, duplicates are removed with
 mmcv's ``batched_nms``. ``--whole-image`` adds a pass on the whole image
-(for objects larger than a window). See ``mmincnext/apis/sliced_inference.py``
-for the details.
+(for objects larger than a window). The work is done by
+:class:`mmincnext.models.SlicedInferenceDetector` around the config's
+detector, the model that ``tools/test.py`` evaluates sliced (see
+``mmincnext/models/detectors/sliced_inference_detector.py``; the pieces are in
+``mmincnext/apis/sliced_inference.py``).
 
 Predict (pictures in OUT/vis, COCO-format results in OUT/results.bbox.json
 with the image ids of OUT/images.json)::
@@ -39,10 +42,9 @@ from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar, mkdir_or_exist
 
-from mmincnext.apis import (coco_evaluate, detector_predictor, get_windows,
-                            merge_predictions, predict_windows,
-                            to_coco_results)
+from mmincnext.apis import coco_evaluate, to_coco_results
 from mmincnext.apis.sliced_inference import coco_category_ids
+from mmincnext.models import SlicedInferenceDetector
 
 MODES = ('whole', 'sliced', 'sliced+whole')
 
@@ -98,12 +100,30 @@ def parse_args(argv=None):
     return args
 
 
+def build_sliced(model, args) -> SlicedInferenceDetector:
+    """The wrapper around ``model`` with the command line's settings; every
+    window (and the whole image) goes through the config's test pipeline,
+    reading the array instead of the file."""
+    from mmdet.utils import get_test_pipeline_cfg
+    pipeline = get_test_pipeline_cfg(model.cfg.copy())
+    pipeline[0].type = 'mmdet.LoadImageFromNDArray'
+    return SlicedInferenceDetector(
+        detector=model, slice_size=tuple(args.patch_size),
+        overlap_ratio=args.patch_overlap_ratio, window_pipeline=pipeline,
+        batch_size=args.batch_size,
+        border_margin=args.border_margin if args.border_margin >= 0 else
+        None,
+        nms=dict(type=args.merge_nms_type, iou_threshold=args.merge_iou_thr,
+                 class_agnostic=args.class_agnostic),
+        max_per_img=args.max_dets)
+
+
 def main(argv=None):
     args = parse_args(argv)
     model = init_detector(args.config, args.checkpoint, device=args.device,
                           cfg_options=args.cfg_options)
     classes = model.dataset_meta['classes']
-    predict = detector_predictor(model)
+    sliced = build_sliced(model, args)
     mkdir_or_exist(args.out_dir)
     visualizer = None
     if not args.no_vis:
@@ -126,9 +146,7 @@ def main(argv=None):
         modes = ('sliced+whole', ) if args.whole_image else ('sliced', )
     vis_mode = 'sliced+whole' if args.whole_image else 'sliced'
 
-    merge = dict(iou_thr=args.merge_iou_thr, nms_type=args.merge_nms_type,
-                 class_agnostic=args.class_agnostic, max_dets=args.max_dets)
-    border = args.border_margin if args.border_margin >= 0 else None
+    border = sliced.border_margin
     predictions = {m: {} for m in modes}
     shapes, image_entries = {}, []
     timings = {'windows': 0., 'whole': 0.}
@@ -141,19 +159,17 @@ def main(argv=None):
             osp.basename(path)
         image_entries.append(dict(id=img_id, file_name=rel, height=h,
                                   width=w))
-        windows = get_windows(h, w, args.patch_size,
-                              args.patch_overlap_ratio)
+        windows = sliced.get_windows(h, w)
         num_windows += len(windows)
         print_log(f'{path}: {w}x{h}, {len(windows)} windows', 'current')
         bar = ProgressBar(len(windows))
         t0 = time.perf_counter()
-        tiles = predict_windows(img, predict, windows, args.batch_size,
-                                border, progress=bar.update)
+        tiles = sliced.predict_sliced(img, windows, progress=bar.update)
         timings['windows'] += time.perf_counter() - t0
         whole = None
         if 'whole' in modes or 'sliced+whole' in modes:
             t0 = time.perf_counter()
-            whole = predict([img])[0]
+            whole = sliced.predict_whole(img)
             timings['whole'] += time.perf_counter() - t0
         for mode in modes:
             parts = dict(whole=[whole], sliced=[tiles],
@@ -165,7 +181,7 @@ def main(argv=None):
                                    scores=whole.scores[top],
                                    labels=whole.labels[top])
             else:
-                res = merge_predictions(parts, **merge)
+                res = sliced.merge(parts)
             predictions[mode][img_id] = res
         if visualizer is not None:
             name = osp.splitext(rel)[0].replace(os.sep, '_') + '.jpg'

@@ -4,7 +4,9 @@ MMDetection's and MMSegmentation's ``LearningRateDecayOptimizerConstructor``
 only know ConvNeXt (they dispatch on the backbone's class name and parse
 ConvNeXt's parameter names). This constructor does the same job for any model
 with an :class:`~mmincnext.models.InceptionNeXt` ``backbone`` attribute, i.e.
-every MMDetection detector and MMSegmentation segmentor built on it.
+every MMDetection detector and MMSegmentation segmentor built on it, also
+inside DDP and test-time wrappers (``SlicedInferenceDetector``): the groups
+and layer ids are those of the wrapped model.
 
 Layer ids follow the ConvNeXt recipe (ids grow towards the head; the lr of
 id ``i`` is ``base_lr * decay_rate ** (num_layers + 1 - i)``):
@@ -44,6 +46,7 @@ from typing import List, Optional
 import torch.nn as nn
 from mmengine.dist import get_dist_info
 from mmengine.logging import MMLogger
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mmincnext.models.backbones import InceptionNeXt
@@ -88,6 +91,20 @@ def get_stage_id_for_inceptionnext(name: str, num_layers: int) -> int:
     if m is None:
         return num_layers + 1
     return int(m.group(1)) + 1
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DDP-like model wrappers and test-time wrappers
+    (``BaseTTAModel``, e.g. ``SlicedInferenceDetector``).
+
+    ``DefaultOptimWrapperConstructor.__call__`` removes one ``.module``
+    level; a DDP-wrapped ``SlicedInferenceDetector`` has two. The parameter
+    names (and so the layer ids) are then those of the detector.
+    """
+    while not hasattr(model, 'backbone') and (
+            is_model_wrapper(model) or isinstance(model, BaseTTAModel)):
+        model = model.module
+    return model
 
 
 def default_num_layers(backbone: InceptionNeXt, decay_type: str) -> int:
@@ -162,6 +179,7 @@ class InceptionNeXtLearningRateDecayOptimizerConstructor(
     def add_params(self, params: List[dict], module: nn.Module,
                    **kwargs) -> None:
         """Append one param group per (layer id, decay / no decay)."""
+        module = unwrap_model(module)
         backbone = getattr(module, 'backbone', None)
         if not isinstance(backbone, InceptionNeXt):
             raise TypeError(

@@ -3,6 +3,7 @@ import os.path as osp
 import re
 
 import pytest
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
@@ -219,3 +220,26 @@ def test_lr_decay_survives_scheduler_step(mask_rcnn_tiny):
     after = [g['lr'] for g in wrapper.optimizer.param_groups]
     ratios = {round(a / b, 9) for a, b in zip(after, before)}
     assert len(ratios) == 1 and ratios != {1.0}
+
+
+def test_same_groups_through_sliced_inference_wrapper():
+    """SlicedInferenceDetector (names ``module.*``), alone and inside a
+    DDP-like wrapper (one more ``.module`` level), gets the parameter groups
+    of the detector it wraps."""
+    from mmincnext.models import SlicedInferenceDetector
+    model = build_mask_rcnn('atto')
+    wrapped = SlicedInferenceDetector(detector=model)
+    assert next(iter(dict(wrapped.named_parameters()))).startswith('module.')
+
+    class DDPLike(nn.Module):  # what DDP looks like to the constructor
+
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    cfg = optim_cfg(decay_rate=RATE, decay_type='layer_wise', num_layers=6)
+    want = lr_and_wd_by_name(model, build_optim_wrapper(model, cfg))
+    for outer in (wrapped, DDPLike(wrapped)):
+        got = lr_and_wd_by_name(model, build_optim_wrapper(outer, cfg))
+        assert got == want
+        assert len(set(got.values())) > 4

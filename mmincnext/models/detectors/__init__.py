@@ -1,0 +1,3 @@
+from .sliced_inference_detector import SlicedInferenceDetector
+
+__all__ = ['SlicedInferenceDetector']
