@@ -12,7 +12,7 @@ from typing import Optional
 
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner.utils import set_random_seed
 
 from mmincnext.registry import HOOKS, register_everywhere
@@ -41,7 +41,8 @@ def check_backbone_consumer_channels(model) -> None:
     Without this, a wrong ``neck.in_channels`` surfaces deep in the first
     forward pass as a convolution shape error that names neither setting.
     """
-    if is_model_wrapper(model):
+    # DDP, and test-time wrappers (SlicedInferenceDetector): the detector
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     backbone = getattr(model, 'backbone', None)
     out_channels = getattr(backbone, 'out_channels', None)

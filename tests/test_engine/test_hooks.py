@@ -34,6 +34,13 @@ def test_neck_channels_must_match_backbone():
                        r'192, 384, 768\] do not match the backbone outputs.*'
                        r'\[40, 80, 160, 320\]'):
         check_backbone_consumer_channels(bad)
+    # through the sliced-evaluation wrapper too
+    from mmincnext.models import SlicedInferenceDetector
+    with pytest.raises(ValueError, match=r'neck \(FPN\) in_channels'):
+        check_backbone_consumer_channels(
+            SlicedInferenceDetector(bad, slice_size=64, overlap_ratio=0.25))
+    check_backbone_consumer_channels(
+        SlicedInferenceDetector(ok, slice_size=64, overlap_ratio=0.25))
 
 
 def test_segmentor_head_channels_must_match():
