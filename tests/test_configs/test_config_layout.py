@@ -34,15 +34,18 @@ WEIGHTS = ('https://github.com/sail-sg/inceptionnext/releases/download/'
 FOLDERS = {'mask_rcnn': 'mask-rcnn', 'faster_rcnn': 'faster-rcnn',
            'retinanet': 'retinanet',
            'rtmdet': 'rtmdet', 'yolox': 'yolox', 'sem_fpn': 'fpn',
-           'upernet': 'upernet', 'demo': None}
+           'upernet': 'upernet', 'yolov8': 'yolov8', 'yolov5': 'yolov5',
+           'demo': None,
+           # dataset folders: several families each
+           'visdrone': None, 'aitod': None}
 NAME = re.compile(
-    r'^(?P<algo>[a-z][a-z-]*)_inceptionnext-(?P<size>atto|t|s|b)'
-    r'(?:_(?P<neck>fpn|pafpn)(?P<p2>-p2)?)?'
-    r'(?P<small>_small-obj)?'
+    r'^(?P<algo>[a-z][a-z0-9-]*)_inceptionnext-(?P<size>atto|t|s|b)'
+    r'(?:_(?P<neck>fpn|pafpn|inception-pafpn)(?P<p2>-p2)?)?'
+    r'(?P<small>_small-obj)?(?P<sliced>_sliced)?'
     r'(?:_(?P<aug>ms-crop-)?(?P<sched>(?:\d+xb\d+-)?\d+[ekx]))?'
-    r'_(?P<dataset>coco|ade20k-512x512|demo)\.py$')
+    r'_(?P<dataset>coco|visdrone|aitod|ade20k-512x512|demo)\.py$')
 # families whose finest level is stride 8: a stride-4 level is an addition
-P3_FAMILIES = ('retinanet', 'rtmdet', 'yolox')
+P3_FAMILIES = ('retinanet', 'rtmdet', 'yolox', 'yolov8', 'yolov5')
 
 
 def rel(path):
@@ -54,6 +57,14 @@ def resolved(path):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return Config.fromfile(path, import_custom_modules=False)
+
+
+def detector(cfg):
+    """The detector config: the model, or the one a sliced-evaluation
+    wrapper (SlicedInferenceDetector) holds."""
+    if cfg.model.type == 'SlicedInferenceDetector':
+        return cfg.model.detector
+    return cfg.model
 
 
 def header(path):
@@ -128,7 +139,7 @@ def test_config_resolves_with_the_shared_backbone(path):
     assert 'inceptionnext' in keys  # through configs/_base_/models
     assert 'mmincnext' in cfg.custom_imports.imports
     assert not cfg.custom_imports.get('allow_failed_imports', False)
-    backbone = cfg.model.backbone
+    backbone = detector(cfg).backbone
     assert backbone.type == 'InceptionNeXt'
     assert backbone.arch in SIZES.values()
     # what the base does not choose: the stages, set by each family
@@ -152,8 +163,14 @@ def test_config_name(path):
     if folder != 'demo':
         assert m['sched'], f'{name}: no schedule token'
     cfg = resolved(path)
-    backbone = cfg.model.backbone
+    backbone = detector(cfg).backbone
     assert SIZES[m['size']] == backbone.arch, name
+    assert m['dataset'] == folder or folder not in ('visdrone', 'aitod'), \
+        name
+    # sliced: trained on SlicedDataset windows and evaluated sliced
+    sliced = (cfg.model.type == 'SlicedInferenceDetector',
+              cfg.train_dataloader.dataset.type == 'SlicedDataset')
+    assert sliced == (bool(m['sliced']), ) * 2, name
 
     small_metric = cfg.get('val_evaluator', {}).get('type') == \
         'SmallObjectCocoMetric'

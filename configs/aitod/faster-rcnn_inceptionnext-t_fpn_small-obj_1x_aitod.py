@@ -1,0 +1,17 @@
+# Faster R-CNN, InceptionNeXt-T + FPN, small-object form,
+# whole images of AI-TOD v2 (the baseline of the _sliced_ config).
+# See README.md.
+_base_ = [
+    '../faster_rcnn/faster-rcnn_inceptionnext-t_fpn_small-obj_1x_coco.py',
+    '../_base_/datasets/aitod.py'
+]
+
+model = dict(
+    roi_head=dict(bbox_head=dict(num_classes=_base_.aitod.num_classes)),
+    test_cfg=dict(rcnn=dict(max_per_img=_base_.aitod.max_per_img)))
+
+train_dataloader = dict(dataset=_base_.aitod.train)
+val_dataloader = dict(dataset=_base_.aitod.val)
+test_dataloader = dict(dataset=_base_.aitod.test)
+val_evaluator = _base_.aitod.evaluator
+test_evaluator = _base_.aitod.test_evaluator
