@@ -100,3 +100,43 @@ def test_benchmark_breakdown_accounts_for_the_whole_network(model):
     proc = subprocess.run(cmd + ['--compile'], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2 and 'nor --compile' in proc.stderr
+
+
+def test_benchmark_yolo_mode_smoke():
+    """``--yolo``: MMYOLO's YOLOv8-s (the reference) and our YOLO configs in
+    one interleaved inference round, with parameters and FLOPs of the whole
+    detector (no timing assertions)."""
+    pytest.importorskip('mmyolo')  # only where MMYOLO is not installed
+    cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--yolo',
+           '--input-size', '64', '--batch', '1', '--warmup', '0',
+           '--repeats', '1', '--threads', '1', '--yolo-models', 'yolov8_s',
+           'yolov8_atto', 'yolov8_atto_p2', 'yolov5_atto_p2']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines()
+             if line.startswith('|')]
+    header = [c.strip() for c in table[0].strip('|').split('|')]
+    assert header == ['model', 'mode', 'img/s', 'x YOLOv8-s (MMYOLO)',
+                      'peak MB', 'params M', 'GMACs/img', '% of mm rate']
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip('|').split('|')]
+                              for line in table[2:])}
+    assert list(rows) == ['YOLOv8-s (MMYOLO)',
+                          'YOLOv8 InceptionNeXt-atto P3-P5',
+                          'YOLOv8 InceptionNeXt-atto P2-P5',
+                          'YOLOv5 InceptionNeXt-atto P2-P5']
+    for row in rows.values():
+        assert row[1] == 'inference'
+        assert float(row[2]) > 0 and float(row[5]) > 0 and float(row[6]) > 0
+    stock = rows['YOLOv8-s (MMYOLO)']
+    assert stock[3] == '1.00' and stock[5] == '11.17'  # MMYOLO: 11.2 M
+    p3, p2 = (rows[f'YOLOv8 InceptionNeXt-atto {levels}']
+              for levels in ('P3-P5', 'P2-P5'))
+    # the stride-4 level: a fourth head level, two more C2f layers, and
+    # 4x the positions of P3
+    assert float(p2[6]) > float(p3[6])
+    assert float(p2[5]) > float(p3[5])
+    # inference only: the YOLO train step needs MMYOLO's batch format
+    proc = subprocess.run(cmd + ['--modes', 'train'], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and 'inference only' in proc.stderr

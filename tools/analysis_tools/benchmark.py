@@ -45,6 +45,16 @@ losses, backward, the configs' own optimizer) and inference on the same
 random images with boxes and masks (mmdet's ``demo_mm_inputs``). On CPU the
 ``AmpOptimWrapper`` of the ConvNeXt config is replaced by ``OptimWrapper``.
 
+YOLO mode (``--yolo``) builds MMYOLO's stock YOLOv8-s and YOLOv5-s configs
+and our InceptionNeXt YOLOv8 / YOLOv5 configs (atto and T, P3-P5 and P2-P5,
+and the P2 YOLOv8 with the InceptionNeXt neck; ``--yolo-models`` picks some)
+and times inference (data preprocessor, network, box decoding and NMS with
+the configs' test settings) on the same random images, with the parameters
+and FLOPs of the whole detector (the network at the input size; decoding and
+NMS are not counted). Inference only: the YOLO training steps need MMYOLO's
+batch format (``yolov5_collate``). The weights are random, so few boxes pass
+the 0.001 score threshold and NMS costs little.
+
 Examples::
 
     # the default table: tiny, 224x224, batch 8, CPU, both modes
@@ -59,6 +69,11 @@ Examples::
     python tools/analysis_tools/benchmark.py --breakdown deploy
     # Mask R-CNN, train step and inference
     python tools/analysis_tools/benchmark.py --detector --input-size 800 1216
+    # YOLOv8-s / YOLOv5-s (MMYOLO) vs the InceptionNeXt YOLO configs; one
+    # thread where another process keeps a core of a 2-core machine busy
+    # (two-thread operators then wait for its time slices)
+    python tools/analysis_tools/benchmark.py --yolo --input-size 640 \\
+        --batch 1 --repeats 3 --warmup 1 --threads 1
 
 Other processes on the machine change absolute numbers; the interleaving
 keeps the ratios comparable. Report the command with the numbers.
@@ -92,6 +107,36 @@ LABELS = {
     'det_ours': 'Mask R-CNN InceptionNeXt-T',
     'det_convnext': 'Mask R-CNN ConvNeXt-T (mmdet)',
 }
+
+
+def _yolo_models():
+    """``--yolo`` models: name -> (label, config); MMYOLO's stock YOLOv8-s
+    (the reference) and YOLOv5-s first, then our configs."""
+    models = {
+        'yolov8_s': ('YOLOv8-s (MMYOLO)', 'mmyolo::yolov8/'
+                     'yolov8_s_syncbn_fast_8xb16-500e_coco.py'),
+        'yolov5_s': ('YOLOv5-s (MMYOLO)', 'mmyolo::yolov5/'
+                     'yolov5_s-v61_syncbn_fast_8xb16-300e_coco.py'),
+    }
+    for algo, label, sched in (('yolov8', 'YOLOv8', '8xb16-500e'),
+                               ('yolov5', 'YOLOv5', '8xb16-300e')):
+        for size, token in (('atto', 'atto'), ('T', 't')):
+            prefix = f'configs/{algo}/{algo}_inceptionnext-{token}'
+            models[f'{algo}_{token}'] = (
+                f'{label} InceptionNeXt-{size} P3-P5',
+                f'{prefix}_{sched}_coco.py')
+            models[f'{algo}_{token}_p2'] = (
+                f'{label} InceptionNeXt-{size} P2-P5',
+                f'{prefix}_pafpn-p2_small-obj_{sched}_coco.py')
+    models['yolov8_t_p2_neck'] = (
+        'YOLOv8 InceptionNeXt-T P2-P5, InceptionNeXt neck',
+        'configs/yolov8/yolov8_inceptionnext-t_inception-pafpn-p2_'
+        'small-obj_8xb16-500e_coco.py')
+    return models
+
+
+YOLO_MODELS = _yolo_models()
+LABELS.update({name: label for name, (label, _) in YOLO_MODELS.items()})
 OUR_DET_CONFIG = 'configs/mask_rcnn/mask-rcnn_inceptionnext-t_fpn_1x_coco.py'
 MMDET_CONVNEXT_CONFIG = \
     'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
@@ -105,8 +150,9 @@ def parse_args(argv=None):
                         help='InceptionNeXt size; ConvNeXt of the same name')
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS),
                         choices=BACKBONE_MODELS)
-    parser.add_argument('--modes', nargs='+', default=['inference', 'train'],
-                        choices=['inference', 'train'])
+    parser.add_argument('--modes', nargs='+', default=None,
+                        choices=['inference', 'train'],
+                        help='default: both; --yolo: inference')
     parser.add_argument('--input-size', type=int, nargs='+', default=[224],
                         help='H [W] of the input (default 224)')
     parser.add_argument('--batch', type=int, default=8)
@@ -134,15 +180,29 @@ def parse_args(argv=None):
     parser.add_argument('--detector', action='store_true',
                         help='Mask R-CNN InceptionNeXt-T vs mmdet ConvNeXt-T')
     parser.add_argument('--det-config', default=OUR_DET_CONFIG)
+    parser.add_argument('--yolo', action='store_true',
+                        help='MMYOLO YOLOv8-s / YOLOv5-s vs the InceptionNeXt '
+                        'YOLOv8 / YOLOv5 configs (inference)')
+    parser.add_argument('--yolo-models', nargs='+', default=list(YOLO_MODELS),
+                        choices=list(YOLO_MODELS),
+                        help='with --yolo: the models to compare')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if len(args.input_size) == 1:
         args.input_size = args.input_size * 2
     if len(args.input_size) != 2:
         parser.error('--input-size takes H or H W')
-    if args.breakdown and (args.detector or args.compile):
+    if args.breakdown and (args.detector or args.yolo or args.compile):
         parser.error('--breakdown times eager backbone parts: it takes '
-                     'neither --detector nor --compile')
+                     'neither --detector, --yolo nor --compile')
+    if args.detector and args.yolo:
+        parser.error('--detector and --yolo are two separate comparisons')
+    if args.yolo and args.compile:
+        parser.error('--yolo times the eager detectors (no --compile)')
+    if args.modes is None:
+        args.modes = ['inference'] if args.yolo else ['inference', 'train']
+    elif args.yolo and args.modes != ['inference']:
+        parser.error('--yolo times inference only (--modes inference)')
     if args.amp == 'fp16' and args.device == 'cpu':
         parser.error('--amp fp16 needs --device cuda (use bf16 on CPU)')
     return args
@@ -479,11 +539,11 @@ def build_detectors(args):
     return detectors
 
 
-def detector_data(args):
+def detector_data(args, with_mask=True):
     from mmdet.testing import demo_mm_inputs
     h, w = args.input_size
     packed = demo_mm_inputs(batch_size=args.batch, image_shapes=[(3, h, w)],
-                            num_items=[5] * args.batch, with_mask=True)
+                            num_items=[5] * args.batch, with_mask=with_mask)
     return packed
 
 
@@ -508,6 +568,58 @@ def detector_steps(detectors, data, args, mode):
                 optim_wrapper.update_params(loss)
         steps[name] = step
     return steps
+
+
+# ----------------------------------------------------------------------
+# YOLO detectors (MMYOLO)
+def build_yolos(args):
+    """The ``--yolo-models`` as eval-mode detectors (BN instead of SyncBN,
+    random weights), with their input normalisation and test settings."""
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    from mmengine.logging import MMLogger
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmyolo')
+    import mmincnext  # noqa: F401  (registers InceptionNeXt and the neck)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')  # the per-parameter init report
+    models = {}
+    try:
+        for name in args.yolo_models:
+            path = YOLO_MODELS[name][1]
+            cfg = get_config(path) if '::' in path else Config.fromfile(path)
+            cfg.model.backbone.pop('init_cfg', None)  # no downloads
+            torch.manual_seed(args.seed)
+            model = revert_sync_batchnorm(MODELS.build(cfg.model))
+            model.init_weights()
+            model.to(args.device).eval()
+            if args.channels_last:
+                model.to(memory_format=torch.channels_last)
+            models[name] = model
+    finally:
+        logger.setLevel(level)
+    return models
+
+
+def yolo_steps(models, data, args):
+    steps = {}
+    for name, model in models.items():
+        def step(model=model):
+            with torch.no_grad(), autocast(args):
+                batch = model.data_preprocessor(copy.copy(data), False)
+                model(**batch, mode='predict')
+        steps[name] = step
+    return steps
+
+
+def yolo_complexity(model, args):
+    """(MACs per image, params) of the whole network (backbone, neck,
+    head; ``mode='tensor'``) on one normalised input of the benchmark
+    size."""
+    h, w = args.input_size
+    return complexity(model, torch.rand(1, 3, h, w, device=args.device))
 
 
 # ----------------------------------------------------------------------
@@ -562,7 +674,15 @@ def main(argv=None):
 
     if args.breakdown:
         return run_breakdown(x, args)
-    if args.detector:
+    if args.yolo:
+        models = build_yolos(args)
+        data = detector_data(args, with_mask=False)
+        reference = args.yolo_models[0]
+        make_steps = lambda mode: yolo_steps(models, data, args)  # noqa
+        info = {name: ((None, sum(p.numel() for p in m.parameters()))
+                       if args.no_flops else yolo_complexity(m, args))
+                for name, m in models.items()}
+    elif args.detector:
         models = build_detectors(args)
         data = detector_data(args)
         reference = 'det_convnext'
@@ -601,7 +721,9 @@ def main(argv=None):
         row['mm_frac'] = (flops_per_img * row['img_s'] / 1e9 / rate
                           if flops_per_img else None)
 
-    print(f'\n{"Mask R-CNN" if args.detector else args.arch} | input '
+    title = 'YOLO (MMYOLO)' if args.yolo else \
+        'Mask R-CNN' if args.detector else args.arch
+    print(f'\n{title} | input '
           f'{args.batch}x3x{h}x{w} | {device_name(args)} | torch '
           f'{torch.__version__} | amp {args.amp} | channels_last '
           f'{args.channels_last} | compile {args.compile} | median of '
