@@ -70,7 +70,8 @@ setup(
     # build it in an isolated environment without torch and silently skip the
     # ops. tools/setup_env.sh builds it; see README.
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={'tests': read_requirements('tests.txt'),
+                    'deploy': read_requirements('deploy.txt')},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     license='Apache-2.0',

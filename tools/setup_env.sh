@@ -47,7 +47,7 @@ stamp_file() {
     if [ "$VENV" = system ]; then echo "$ROOT/.mmincnext-env-stamp"; else echo "$VENV/.mmincnext-env-stamp"; fi
 }
 want_stamp=$(cat setup.py requirements/*.txt tools/setup_env.sh mmincnext/ops/csrc/* | sha256sum | cut -d' ' -f1)
-check_imports='import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmyolo, mmincnext
+check_imports='import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmyolo, onnx, onnxscript, onnxruntime, openvino, mmincnext
 assert mmcv.__version__ == "'$MMCV_VERSION'", mmcv.__version__'
 
 if [ -f "$(stamp_file)" ] && [ "$(cat "$(stamp_file)")" = "$want_stamp" ] \
@@ -67,7 +67,8 @@ fi
 
 # --- OpenMMLab packages and test tools (mmcv's own dependencies included) ---
 log "installing mmengine / mmdet / mmseg and test requirements"
-"${PIP[@]}" install -q -r requirements/runtime.txt -r requirements/tests.txt
+"${PIP[@]}" install -q -r requirements/runtime.txt -r requirements/tests.txt \
+    -r requirements/deploy.txt
 
 # --- mmcv with compiled ops, from a cached wheel or built once -------------
 mmcv_ok() {
