@@ -6,7 +6,10 @@ for every image and class, the boxes whose score is above
 of the same class with IoU above ``iou_threshold``), at most
 ``max_per_class`` are kept, and the result is the ``(S, 3)`` int64 list of
 ``(image, class, box)`` triples. In eager mode it runs mmcv's
-``batched_nms`` (the NMS MMDetection's heads use); when exported with
+``batched_nms`` (the NMS MMDetection's heads use) one class at a time;
+MMDetection runs it with class-offset boxes below 10000 boxes, whose
+rounding can turn an NMS decision at an IoU of the threshold to about 1e-5
+the other way. When exported with
 :data:`ONNX_TRANSLATIONS` it becomes ``NonMaxSuppression``, which ONNX
 Runtime, OpenVINO and TensorRT implement natively.
 
@@ -41,8 +44,11 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, max_per_class: int,
         cls, idx = torch.nonzero(scores[b] > score_threshold, as_tuple=True)
         if idx.numel() == 0:
             continue
-        _, keep = batched_nms(boxes[b, idx].float(), scores[b, cls, idx].float(),
-                              cls, dict(iou_threshold=iou_threshold))
+        # split_thr=0: one NMS per class, never the offset trick, whose
+        # coordinates shifted by class * (max + 1) lose fp32 precision
+        _, keep = batched_nms(boxes[b, idx].float(),
+                              scores[b, cls, idx].float(), cls,
+                              dict(iou_threshold=iou_threshold, split_thr=0))
         cls, idx = cls[keep], idx[keep]
         # at most max_per_class per class; keep is sorted by score
         rank = torch.zeros_like(cls)
