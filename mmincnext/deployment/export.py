@@ -169,7 +169,11 @@ class ExportableDetector(nn.Module):
         if part == 'neck' and not getattr(detector, 'with_neck', False):
             raise ValueError(f'{type(detector).__name__} has no neck')
         self.kind = None
-        self.clip = True  # boxes clipped to the image (all but YOLOX)
+        # where the head clips the boxes, for the runtime to do the same:
+        # 'img_shape' (MMDetection: the pipeline's image shape, before NMS,
+        # in the graph too), 'ori_shape' (MMYOLO: the image, after
+        # rescaling) or None (YOLOX)
+        self.clip = None
         if part == 'detector':
             head = getattr(detector, 'bbox_head', None)
             if head is None or hasattr(detector, 'roi_head'):
@@ -179,10 +183,11 @@ class ExportableDetector(nn.Module):
                     'their neck: part="neck")')
             self.kind = head_kind(head)
             cfg = head.test_cfg
-            if self.kind == 'yolox':
-                self.clip = False
-            elif self.kind == 'dense':
-                self.clip = getattr(head.bbox_coder, 'clip_border', True)
+            if self.kind == 'yolov5':
+                self.clip = 'ori_shape'
+            elif self.kind == 'dense' and getattr(head.bbox_coder,
+                                                  'clip_border', True):
+                self.clip = 'img_shape'
             if max_per_img is None:
                 max_per_img = cfg.get('max_per_img', 100)
         self.max_per_img = max_per_img
@@ -389,7 +394,7 @@ def export_metadata(cfg, wrapper: ExportableDetector,
 
 def export_onnx(wrapper: ExportableDetector, out_file: str,
                 input_size: Optional[Sequence[int]] = None,
-                example_size: Sequence[int] = (320, 320),
+                example_size: Sequence[int] = (320, 352),
                 size_divisor: int = 32, metadata: Optional[dict] = None,
                 opset: int = 18, verbose: bool = False) -> str:
     """Export ``wrapper`` to ``out_file``.
@@ -400,9 +405,11 @@ def export_onnx(wrapper: ExportableDetector, out_file: str,
         input_size (H, W, optional): Fixed input size; ``None`` for a
             dynamic ``H, W`` (multiples of ``size_divisor``). The batch size
             is always dynamic.
-        example_size (H, W): Example input size of a dynamic export.
-        size_divisor (int): What dynamic sizes are multiples of (the largest
-            feature stride).
+        example_size (H, W): Example input size of a dynamic export; every
+            feature map of it must be at least 2 x 2 (a 1-sized map is
+            specialised by the tracer).
+        size_divisor (int): What dynamic sizes are multiples of (the
+            backbone's stride 32).
         metadata (dict, optional): Stored as JSON in the file's
             ``metadata_props`` under :data:`METADATA_KEY`.
         opset (int): ONNX opset.

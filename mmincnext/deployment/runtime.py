@@ -169,12 +169,17 @@ class OnnxDetector:
         head's ``predict(rescale=True)`` gives them."""
         keep = scores > 0
         boxes = boxes[keep].astype(np.float32)
+        clip = self.meta.get('clip')
+        if clip == 'img_shape':  # the graph clipped to the padded input
+            h, w = meta['img_shape'][:2]
+            boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         pad = meta.get('pad_param')
         if pad is not None:  # MMYOLO's LetterResize: top, bottom, left, right
             boxes -= np.array([pad[2], pad[0], pad[2], pad[0]], np.float32)
         sx, sy = meta.get('scale_factor', (1., 1.))
         boxes /= np.array([sx, sy, sx, sy], np.float32)
-        if self.meta.get('clip', True):
+        if clip == 'ori_shape':
             h, w = meta['ori_shape'][:2]
             boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)

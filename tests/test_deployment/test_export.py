@@ -127,3 +127,130 @@ def test_onnx_runtimes_match_pytorch(config, tmp_path):
                 iou_thr=model.bbox_head.test_cfg['nms']['iou_threshold'],
                 clipped_after_nms=(SIZE, SIZE) if wrapper.kind == 'yolov5'
                 else None)
+
+
+# ------------------------------------------------- sizes, parts, refusals
+@pytest.mark.parametrize('config', [
+    'retinanet/retinanet_inceptionnext-atto_fpn_1x_coco.py',
+    'yolov8/yolov8_inceptionnext-atto_8xb16-500e_coco.py'
+], ids=lambda c: c.split('/')[0])
+def test_dynamic_size_export(config, tmp_path):
+    """One file for every size (multiples of 32) and batch size."""
+    from mmincnext.deployment import export_onnx
+    _, model, _, _ = build_detector(osp.join(ROOT, 'configs', config))
+    wrapper = wrap(model)
+    path = export_onnx(wrapper, str(tmp_path / 'dyn.onnx'),
+                       example_size=(288, 320))
+    iou_thr = model.bbox_head.test_cfg['nms']['iou_threshold']
+    for (h, w), n in (((64, 160), 1), ((160, 96), 2)):
+        x = smooth_images(n, h, w, seed=h)
+        ref = reference(model, x)
+        for runtime in ('onnxruntime', 'openvino'):
+            boxes, scores, labels = run_onnx(path, runtime, x)
+            assert boxes.shape == (n, wrapper.max_per_img, 4)
+            for i in range(n):
+                assert_same_detections(
+                    ref[i], boxes[i], scores[i], labels[i],
+                    wrapper.max_per_img, iou_thr=iou_thr,
+                    clipped_after_nms=(h, w) if wrapper.kind == 'yolov5'
+                    else None)
+
+
+def test_dynamic_size_must_be_a_multiple_of_the_stride(tmp_path):
+    from mmincnext.deployment import export_onnx
+    _, model, _, _ = build_detector(REPRESENTATIVES[0])
+    with pytest.raises(ValueError, match='--input-size 100 128: both must '
+                       'be multiples of 32'):
+        export_onnx(wrap(model), str(tmp_path / 'x.onnx'),
+                    input_size=(100, 128))
+
+
+@pytest.mark.parametrize('part', ['backbone', 'neck'])
+def test_two_stage_features_export(part, tmp_path):
+    """Faster R-CNN: backbone or backbone + FPN features (the RoI head is
+    not exported); the full detector is refused with the reason."""
+    from mmincnext.deployment import ExportableDetector, export_onnx
+    from mmincnext.deployment import load_detector
+    config = osp.join(ROOT, 'configs', 'faster_rcnn',
+                      'faster-rcnn_inceptionnext-atto_fpn_1x_coco.py')
+    torch.manual_seed(0)
+    _, model, _, _, _ = load_detector(config, None)
+    with pytest.raises(TypeError, match='two-stage detectors up to their '
+                       'neck'):
+        ExportableDetector(model)
+    wrapper = ExportableDetector(model, part=part).eval()
+    num = 4 if part == 'backbone' else 5
+    assert wrapper.output_names == [f'feat{i}' for i in range(num)]
+    path = export_onnx(wrapper, str(tmp_path / f'{part}.onnx'),
+                       input_size=(SIZE, SIZE))
+    x = smooth_images(2, seed=9)
+    with torch.no_grad():
+        norm = model.data_preprocessor(dict(inputs=list(x)), False)['inputs']
+        want = model.backbone(norm) if part == 'backbone' else \
+            model.extract_feat(norm)
+    for runtime in ('onnxruntime', 'openvino'):
+        got = run_onnx(path, runtime, x)
+        assert len(got) == num
+        for a, b in zip(want, got):
+            assert b.shape == tuple(a.shape)
+            scale = float(a.abs().max())
+            assert np.abs(a.numpy() - b).max() <= 1e-4 * scale
+
+
+def test_unsupported_head_is_refused():
+    from mmdet.models.dense_heads import RetinaHead
+
+    from mmincnext.deployment import head_kind
+
+    class OwnPostprocessing(RetinaHead):
+        def predict_by_feat(self, *args, **kwargs):
+            return []
+
+    head = OwnPostprocessing(num_classes=2, in_channels=8,
+                             anchor_generator=dict(
+                                 type='AnchorGenerator', scales=[8],
+                                 ratios=[1.0], strides=[8]))
+    with pytest.raises(TypeError, match='OwnPostprocessing overrides the '
+                       'post-processing'):
+        head_kind(head)
+
+
+def test_bf16_in_openvino_within_the_stated_tolerance(tmp_path):
+    """OpenVINO's bf16 on CPUs that have it (its default there): features
+    within 2 % of the map's largest value, the best scores within 0.01, and
+    at least half of the 50 best detections found again (same label, IoU >
+    0.9, score within 0.02). The detections of a random-weight model are
+    the hard case: many near-equal scores, so bf16 reorders them."""
+    import openvino as ov
+
+    from deploy_helpers import box_iou
+    from mmincnext.deployment import ExportableDetector, export_onnx
+    if 'BF16' not in ov.Core().get_property('CPU',
+                                            'OPTIMIZATION_CAPABILITIES'):
+        pytest.skip('this CPU has no bf16 instructions')
+    config = osp.join(ROOT, 'configs', 'rtmdet',
+                      'rtmdet_inceptionnext-atto_8xb32-300e_coco.py')
+    _, model, _, _ = build_detector(config)
+    x = smooth_images(3, seed=5)
+    for part in ('backbone', 'detector'):
+        wrapper = ExportableDetector(model, part=part).eval()
+        path = export_onnx(wrapper, str(tmp_path / f'{part}.onnx'),
+                           input_size=(SIZE, SIZE))
+        with torch.no_grad():
+            want = [t.numpy() for t in wrapper(x)]
+        got = run_onnx(path, 'openvino', x, precision='bf16')
+        if part == 'backbone':
+            for a, b in zip(want, got):
+                err = np.abs(a - b).max() / np.abs(a).max()
+                assert 1e-4 < err < 2e-2  # bf16 did run, within tolerance
+            continue
+        assert np.abs(want[1][:, :20] - got[1][:, :20]).max() < 1e-2
+        found = 0
+        for i in range(3):
+            for j in range(50):
+                same = (got[2][i] == want[2][i, j]) & \
+                    (np.abs(got[1][i] - want[1][i, j]) < 0.02)
+                if same.any():
+                    found += (box_iou(want[0][i, j],
+                                      got[0][i][same]) > 0.9).any()
+        assert found >= 75, found

@@ -59,17 +59,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def largest_stride(model) -> int:
-    """What dynamic sizes must be multiples of: the head's largest stride
-    (32 for the backbones' stride-32 stage), at least the pad divisor."""
-    head = getattr(model, 'bbox_head', None)
+def sizes(model):
+    """What dynamic sizes must be multiples of (the backbone's stride 32,
+    or the data preprocessor's pad divisor), and an example size whose
+    smallest feature map is at least 2 x 2 (a 1-sized map would be
+    specialised by the tracer)."""
+    divisor = max(32, int(getattr(model.data_preprocessor,
+                                  'pad_size_divisor', 1) or 1))
     strides = [32]
-    gen = getattr(head, 'prior_generator', None)
+    gen = getattr(getattr(model, 'bbox_head', None), 'prior_generator',
+                  None)
     for s in getattr(gen, 'strides', []) or []:
         strides.append(int(s[0] if isinstance(s, (tuple, list)) else s))
-    strides.append(int(getattr(model.data_preprocessor, 'pad_size_divisor',
-                               1) or 1))
-    return max(strides)
+    side = max(320, 2 * max(strides))
+    side = -(-side // divisor) * divisor
+    return divisor, (side, side + divisor)
 
 
 def main(argv=None):
@@ -92,7 +96,7 @@ def main(argv=None):
         args.config, ckpt, args.cfg_options, deploy=not args.no_deploy)
     wrapper = ExportableDetector(model, part=args.part,
                                  max_per_img=args.max_per_img)
-    divisor = largest_stride(model)
+    divisor, example = sizes(model)
     if args.input_size:
         size = tuple(args.input_size)
     elif args.dynamic:
@@ -102,8 +106,8 @@ def main(argv=None):
     meta = export_metadata(cfg, wrapper, size, classes, sliced, palette)
     meta['size_divisor'] = max(meta['size_divisor'], divisor)
     t0 = time.perf_counter()
-    export_onnx(wrapper, args.out, input_size=size, size_divisor=divisor,
-                metadata=meta, opset=args.opset)
+    export_onnx(wrapper, args.out, input_size=size, example_size=example,
+                size_divisor=divisor, metadata=meta, opset=args.opset)
     shape = f'{size[0]}x{size[1]}' if size else \
         f'dynamic (multiples of {divisor})'
     print_log(f'{args.out}: {args.part}, input N x 3 x {shape}, outputs '
