@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from .nms import ONNX_TRANSLATIONS, select_top
 
 __all__ = ['ExportableDetector', 'export_onnx', 'export_metadata',
-           'default_input_size', 'head_kind', 'load_detector', 'METADATA_KEY']
+           'default_input_size', 'head_kind', 'load_detector', 'resize_to',
+           'METADATA_KEY']
 
 #: metadata_props key of the JSON export metadata
 METADATA_KEY = 'mmincnext'
@@ -338,6 +339,23 @@ def test_pipeline(cfg, sliced: Optional[dict] = None) -> list:
     return list(get_test_pipeline_cfg(cfg.copy()))
 
 
+def resize_to(pipeline: list, input_size: Sequence[int]) -> list:
+    """The pipeline with its resize (and fixed pad) sizes set to a fixed
+    input size ``(H, W)``: an export at another size than the config's
+    resizes the images to fit it (keep-ratio resizing stays keep-ratio)."""
+    h, w = (int(v) for v in input_size)
+    out = []
+    for step in pipeline:
+        step = dict(step)
+        kind = step['type'].split('.')[-1]
+        if 'Resize' in kind and 'scale' in step:
+            step['scale'] = (w, h)
+        elif kind == 'Pad' and step.get('size') is not None:
+            step['size'] = (w, h)
+        out.append(step)
+    return out
+
+
 def default_input_size(cfg, sliced: Optional[dict] = None
                        ) -> Optional[Tuple[int, int]]:
     """``(H, W)`` of a test pipeline that ends at a fixed size (mmcv's
@@ -368,6 +386,8 @@ def export_metadata(cfg, wrapper: ExportableDetector,
     the slicing settings of a sliced config."""
     from mmengine.config import ConfigDict
     pipeline = test_pipeline(cfg, sliced)
+    if input_size is not None:
+        pipeline = resize_to(pipeline, input_size)
 
     def plain(obj):
         if isinstance(obj, (dict, ConfigDict)):

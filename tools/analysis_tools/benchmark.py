@@ -55,6 +55,14 @@ NMS are not counted). Inference only: the YOLO training steps need MMYOLO's
 batch format (``yolov5_collate``). The weights are random, so few boxes pass
 the 0.001 score threshold and NMS costs little.
 
+Runtime mode (``--runtime torch onnxruntime openvino``, with ``--precision
+fp32 bf16``) times inference of our deploy network and ConvNeXt (mmpretrain)
+in PyTorch (eager; bf16 through ``torch.autocast``), and exported to ONNX
+(``torch.onnx.export(dynamo=True)``, the batch and size of the run) in
+ONNX Runtime (fp32) and OpenVINO (fp32, or its bf16 inference precision on
+CPUs that have it), all interleaved in the same rounds; ratios to ConvNeXt
+in the same runtime and precision and to the same network in PyTorch fp32.
+
 Examples::
 
     # the default table: tiny, 224x224, batch 8, CPU, both modes
@@ -65,6 +73,9 @@ Examples::
     # GPU, bf16 autocast
     python tools/analysis_tools/benchmark.py --device cuda --amp bf16 \\
         --batch 64
+    # PyTorch vs ONNX Runtime vs OpenVINO, fp32 and bf16
+    python tools/analysis_tools/benchmark.py --runtime torch onnxruntime \
+        openvino --precision fp32 bf16
     # where the time of deploy inference goes
     python tools/analysis_tools/benchmark.py --breakdown deploy
     # Mask R-CNN, train step and inference
@@ -186,8 +197,22 @@ def parse_args(argv=None):
     parser.add_argument('--yolo-models', nargs='+', default=list(YOLO_MODELS),
                         choices=list(YOLO_MODELS),
                         help='with --yolo: the models to compare')
+    parser.add_argument('--runtime', nargs='+',
+                        choices=['torch', 'onnxruntime', 'openvino'],
+                        help='compare inference runtimes (see above)')
+    parser.add_argument('--precision', nargs='+', default=['fp32'],
+                        choices=['fp32', 'bf16'],
+                        help='with --runtime: the precisions')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.runtime and (args.breakdown or args.detector or args.yolo or
+                         args.compile or args.amp != 'none' or
+                         args.device != 'cpu'):
+        parser.error('--runtime compares CPU inference runtimes of the '
+                     'backbones: no --breakdown, --detector, --yolo, '
+                     '--compile, --amp or --device cuda (use --precision)')
+    if args.runtime and '--models' not in (argv or sys.argv):
+        args.models = ['deploy', 'convnext']
     if len(args.input_size) == 1:
         args.input_size = args.input_size * 2
     if len(args.input_size) != 2:
@@ -623,6 +648,91 @@ def yolo_complexity(model, args):
 
 
 # ----------------------------------------------------------------------
+# ----------------------------------------------------------------------
+# runtimes
+def runtime_steps(models, x, args, tmp_dir):
+    """``(model, runtime, precision) -> step`` for every combination the
+    machine runs; ONNX Runtime has no bf16 CPU path for these graphs, and
+    OpenVINO bf16 needs a CPU with bf16 instructions."""
+    import numpy as np
+    steps, skipped = {}, []
+    feeds = x.numpy()
+    threads = torch.get_num_threads()
+    for name, model in models.items():
+        model.eval()
+        path = None
+        for runtime in args.runtime:
+            for precision in args.precision:
+                key = (name, runtime, precision)
+                if runtime == 'torch':
+                    amp = torch.autocast('cpu', dtype=torch.bfloat16) if \
+                        precision == 'bf16' else nullcontext()
+
+                    def step(model=model, amp=amp):
+                        with torch.no_grad(), amp:
+                            model(x)
+                    steps[key] = step
+                    continue
+                if runtime == 'onnxruntime' and precision == 'bf16':
+                    skipped.append(f'{LABELS[name]} onnxruntime bf16 (no bf16 '
+                                   'CPU kernels)')
+                    continue
+                if path is None:
+                    path = os.path.join(tmp_dir, f'{name}.onnx')
+                    with torch.no_grad():
+                        program = torch.export.export(model, (x, ),
+                                                      strict=False)
+                        torch.onnx.export(program, (x, ), path, dynamo=True,
+                                          input_names=['input'])
+                from mmincnext.deployment.runtime import _session
+                try:
+                    run = _session(path, runtime, precision, threads)
+                except ValueError as err:
+                    skipped.append(f'{LABELS[name]} {runtime} {precision} '
+                                   f'({err})')
+                    continue
+                feed = np.ascontiguousarray(feeds)
+                steps[key] = lambda run=run, feed=feed: run(feed)
+    return steps, skipped
+
+
+def run_runtimes(x, args):
+    import tempfile
+    models = build_backbones(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        steps, skipped = runtime_steps(models, x, args, tmp)
+        times = run_interleaved(steps, args.warmup, args.repeats, 'cpu')
+    med = {k: statistics.median(t) for k, t in times.items()}
+    rows, lines = [], []
+    for (name, runtime, precision), sec in med.items():
+        peer = med.get(('convnext', runtime, precision))
+        base = med.get((name, 'torch', 'fp32'))
+        rows.append(dict(model=name, runtime=runtime, precision=precision,
+                         seconds=sec, img_s=args.batch / sec,
+                         x_convnext=peer / sec if peer else None,
+                         x_torch=base / sec if base else None))
+        lines.append([
+            LABELS[name], runtime, precision, f'{sec * 1e3:.1f}',
+            f'{args.batch / sec:.2f}',
+            f'{peer / sec:.2f}' if peer else '-',
+            f'{base / sec:.2f}' if base else '-'])
+    versions = [f'torch {torch.__version__}']
+    for mod in ('onnxruntime', 'openvino'):
+        if mod in args.runtime:
+            versions.append(f'{mod} {__import__(mod).__version__}')
+    h, w = x.shape[-2:]
+    print(f'\n{args.arch} | input {args.batch}x3x{h}x{w} | '
+          f'{device_name(args)} | {", ".join(versions)} | median of '
+          f'{args.repeats} interleaved rounds after {args.warmup} warm-up')
+    print(markdown_table(
+        ['model', 'runtime', 'precision', 'ms/batch', 'img/s',
+         f'x {LABELS["convnext"]}', 'x PyTorch fp32'], lines,
+        left_columns=3))
+    for note in skipped:
+        print(f'not run: {note}')
+    return rows
+
+
 def markdown_table(header, lines, left_columns):
     """A markdown table; the first ``left_columns`` columns left-aligned,
     the others right-aligned."""
@@ -674,6 +784,8 @@ def main(argv=None):
 
     if args.breakdown:
         return run_breakdown(x, args)
+    if args.runtime:
+        return run_runtimes(x, args)
     if args.yolo:
         models = build_yolos(args)
         data = detector_data(args, with_mask=False)
