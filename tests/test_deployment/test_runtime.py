@@ -55,11 +55,25 @@ CASES = {
 }
 
 
-@pytest.fixture(scope='module', params=list(CASES))
-def case(request, tmp_path_factory):
-    config, sizes = CASES[request.param]
-    return exported(osp.join(ROOT, 'configs', config),
-                    tmp_path_factory.mktemp(request.param)) + (sizes, )
+@pytest.fixture(scope='module')
+def exports(tmp_path_factory):
+    """Each case exported once per module: name -> (model, wrapper,
+    path, image sizes)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            config, sizes = CASES[name]
+            cache[name] = exported(osp.join(ROOT, 'configs', config),
+                                   tmp_path_factory.mktemp(name)) + (sizes, )
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(params=list(CASES))
+def case(request, exports):
+    return exports(request.param)
 
 
 @pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
@@ -89,12 +103,12 @@ def test_predict_on_images_matches_inference_detector(case, runtime):
             clipped_after_nms=(h, w_) if wrapper.kind == 'yolov5' else None)
 
 
-def test_fixed_size_refuses_larger_images(tmp_path):
+def test_fixed_size_refuses_larger_images(exports):
+    """An image that the stored pipeline resizes beyond a fixed input is
+    refused, naming the sizes (a pipeline edited after the export)."""
     from mmincnext.deployment import OnnxDetector
-    config = osp.join(ROOT, 'configs', 'rtmdet',
-                      'rtmdet_inceptionnext-atto_8xb32-300e_coco.py')
-    _, _, path = exported(config, tmp_path, input_size=(320, 320))
-    det = OnnxDetector(path)
+    det = OnnxDetector(exports('rtmdet')[2])
+    det.meta['input_size'] = [320, 320]
     with pytest.raises(ValueError, match=r'an image of 200x150 px is resized'
                        r' by the test pipeline to 640x640, larger than the '
                        r'exported input 320x320'):
@@ -102,21 +116,26 @@ def test_fixed_size_refuses_larger_images(tmp_path):
 
 
 def test_refuses_files_without_metadata_and_feature_files(tmp_path):
-    from mmincnext.deployment import (ExportableDetector, OnnxDetector,
-                                      export_onnx)
-    config = osp.join(ROOT, 'configs', 'rtmdet',
-                      'rtmdet_inceptionnext-atto_8xb32-300e_coco.py')
-    _, model, _, _ = build_detector(config)
-    plain = export_onnx(ExportableDetector(model, part='backbone'),
-                        str(tmp_path / 'plain.onnx'), input_size=(64, 64))
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mmincnext.deployment import METADATA_KEY, OnnxDetector
+    graph = helper.make_graph(
+        [helper.make_node('Identity', ['input'], ['feat0'])], 'g',
+        [helper.make_tensor_value_info('input', TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info('feat0', TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    onnx.save(model, str(tmp_path / 'plain.onnx'))
     with pytest.raises(ValueError, match="plain.onnx: no 'mmincnext' "
                        'metadata; export it with tools/deployment/'):
-        OnnxDetector(plain)
-    feats = export_onnx(ExportableDetector(model, part='backbone'),
-                        str(tmp_path / 'feats.onnx'), input_size=(64, 64),
-                        metadata=dict(part='backbone'))
+        OnnxDetector(str(tmp_path / 'plain.onnx'))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(dict(part='backbone'))
+    onnx.save(model, str(tmp_path / 'feats.onnx'))
     with pytest.raises(ValueError, match='holds the backbone features'):
-        OnnxDetector(feats)
+        OnnxDetector(str(tmp_path / 'feats.onnx'))
 
 
 def test_runtime_and_precision_are_checked(tmp_path):
@@ -128,7 +147,7 @@ def test_runtime_and_precision_are_checked(tmp_path):
         _session('x.onnx', 'onnxruntime', 'bf16', None)
 
 
-def test_sliced_inference_on_the_exported_model(tmp_path):
+def test_sliced_inference_on_the_exported_model(exports):
     """The exported model as the Predictor of mmincnext.apis'
     sliced_inference (windows through the config's test pipeline, the
     merging NMS) gives what the PyTorch model gives there: at least 98 % of
@@ -137,9 +156,7 @@ def test_sliced_inference_on_the_exported_model(tmp_path):
     from deploy_helpers import box_iou
     from mmincnext.apis import sliced_inference
     from mmincnext.deployment import OnnxDetector
-    config = osp.join(ROOT, 'configs', 'rtmdet',
-                      'rtmdet_inceptionnext-atto_8xb32-300e_coco.py')
-    model, _, path = exported(config, tmp_path)
+    model, _, path, _ = exports('rtmdet')
     img = images([(300, 420)], seed=3)[0]
     kwargs = dict(slice_size=(160, 160), overlap_ratio=0.25, batch_size=3,
                   max_dets=200)
