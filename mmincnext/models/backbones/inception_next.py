@@ -78,10 +78,12 @@ class InceptionDWConv2d(nn.Module):
 class ConvMlp(nn.Module):
     """1x1 conv -> GELU -> 1x1 conv (official names ``fc1``, ``fc2``).
 
-    The 1x1 convs keep their official ``Conv2d`` parameters, but are applied
-    as matrix products (``F.linear``) on ``(N, H, W, C)`` tensors: on the
-    channels-last activations the network uses, that is a free view and one
-    BLAS GEMM per layer (a 1x1 ``Conv2d`` goes through a slower conv path).
+    The 1x1 convs keep their official ``Conv2d`` parameters. With autograd
+    on the CPU they run as whichever is faster on the machine
+    (:func:`mmincnext.ops.gemm_library`): matrix products (``F.linear``) on
+    the free ``(N, H, W, C)`` view of the channels-last activations (the
+    BLAS), or the 1x1 convs themselves (oneDNN, :meth:`forward_nchw`); on
+    GPU, the matrix products (cuBLAS).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int):
@@ -95,6 +97,10 @@ class ConvMlp(nn.Module):
         x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
         x = self.act(x)
         return F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
+
+    def forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W) as 1x1 convs (oneDNN on the CPU)."""
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class MetaNeXtBlock(nn.Module):
@@ -142,6 +148,12 @@ class MetaNeXtBlock(nn.Module):
             return ops.metanext_inference(self, x)  # kernels, oneDNN
         shortcut = x
         x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
+        if x.device.type == 'cpu' and not torch.compiler.is_compiling() \
+                and ops.gemm_library() == 'onednn':
+            x = self.mlp.forward_nchw(x)
+            if self.gamma is not None:
+                x = x * self.gamma.view(1, -1, 1, 1)
+            return shortcut + self.drop_path(x)
         x = self.mlp(x.permute(0, 2, 3, 1))
         if self.gamma is not None:
             x = x * self.gamma

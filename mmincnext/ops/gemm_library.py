@@ -1,0 +1,75 @@
+"""Which library runs the backbone's 1x1-conv GEMMs when autograd is on
+(training, or inference with gradients) on the CPU.
+
+PyTorch sends ``F.linear`` on the ``(N, H, W, C)`` view to the BLAS (MKL on
+x86 wheels) and a 1x1 ``Conv2d`` on channels-last NCHW to oneDNN, forward
+and backward. Which is faster depends on the CPU: MKL's sgemm is fast on
+Intel and much slower than oneDNN on AMD. :func:`gemm_library` decides once
+per process, by timing both on one representative MLP layer (forward and
+backward) on the machine it runs on; ``MMINCNEXT_GEMM=mkl|onednn`` forces
+a choice (to reproduce another machine's path). Inference without autograd
+has its own dispatch (:mod:`mmincnext.ops.inference`).
+"""
+import functools
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ['gemm_library', 'GEMM_LIBRARIES', 'ENV_VAR']
+
+GEMM_LIBRARIES = ('mkl', 'onednn')
+ENV_VAR = 'MMINCNEXT_GEMM'
+
+
+def _time(fn, rounds: int) -> float:
+    best = float('inf')
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def _measured(threads: int) -> str:
+    if not torch.backends.mkldnn.is_available():
+        return 'mkl'
+    gen = torch.Generator().manual_seed(0)
+    # a stage-3 MLP layer of InceptionNeXt-T at batch 8, 224 px
+    x = torch.randn(8, 384, 14, 14, generator=gen).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(1536, 384, 1, 1, generator=gen).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+
+    def blas():
+        F.linear(x.permute(0, 2, 3, 1), w.flatten(1)).sum().backward()
+
+    def onednn():
+        F.conv2d(x, w).sum().backward()
+
+    with torch.enable_grad():
+        blas(), onednn()  # warm-up
+        t_blas = t_onednn = float('inf')
+        for _ in range(3):  # interleaved
+            t_blas = min(t_blas, _time(blas, 1))
+            t_onednn = min(t_onednn, _time(onednn, 1))
+    return 'onednn' if t_onednn < t_blas else 'mkl'
+
+
+def gemm_library() -> str:
+    """``'mkl'`` (``F.linear`` on the channels-last view: the BLAS) or
+    ``'onednn'`` (1x1 ``Conv2d``): the faster on this CPU at the current
+    thread count, measured once (about 0.1 s), or ``$MMINCNEXT_GEMM``.
+
+    Raises:
+        ValueError: ``$MMINCNEXT_GEMM`` is set to something else.
+    """
+    forced = os.environ.get(ENV_VAR)
+    if forced:
+        if forced not in GEMM_LIBRARIES:
+            raise ValueError(f'{ENV_VAR}={forced!r}: must be one of '
+                             f'{GEMM_LIBRARIES}')
+        return forced
+    return _measured(torch.get_num_threads())

@@ -1,0 +1,58 @@
+"""mmincnext.ops.gemm_library: the library of the training GEMMs is chosen
+once per machine or forced, and both paths train the same network."""
+import pytest
+import torch
+
+from mmincnext.models import InceptionNeXt
+from mmincnext.ops import gemm_library
+from mmincnext.ops.gemm_library import ENV_VAR, GEMM_LIBRARIES
+
+
+def test_choice_is_measured_once_and_can_be_forced(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    first = gemm_library()
+    assert first in GEMM_LIBRARIES
+    assert gemm_library() == first  # cached
+    for lib in GEMM_LIBRARIES:
+        monkeypatch.setenv(ENV_VAR, lib)
+        assert gemm_library() == lib
+    monkeypatch.setenv(ENV_VAR, 'cublas')
+    with pytest.raises(ValueError, match="MMINCNEXT_GEMM='cublas': must be "
+                       "one of"):
+        gemm_library()
+
+
+def train_step(model, x):
+    model.zero_grad(set_to_none=True)
+    outs = model(x)
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+        for o in outs).backward()
+    return [o.detach() for o in outs], {
+        n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_both_libraries_give_the_same_outputs_and_gradients(monkeypatch):
+    """BLAS (F.linear on the NHWC view) and oneDNN (1x1 convs) paths of a
+    training step, on non-trivial weights (layer scales around 1). The
+    BatchNorms are frozen (``norm_eval``): a training-mode BatchNorm removes
+    the biases before it, whose gradients would be rounding noise."""
+    torch.manual_seed(0)
+    model = InceptionNeXt('atto', out_indices=(0, 1, 2, 3),
+                          drop_path_rate=0., norm_eval=True).train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('gamma'):
+                p.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    results = {}
+    for lib in GEMM_LIBRARIES:
+        monkeypatch.setenv(ENV_VAR, lib)
+        torch.manual_seed(1)
+        results[lib] = train_step(model, x)
+    (out_a, grad_a), (out_b, grad_b) = results['mkl'], results['onednn']
+    for a, b in zip(out_a, out_b):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    assert grad_a.keys() == grad_b.keys()
+    for name in grad_a:
+        a, b = grad_a[name], grad_b[name]
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name
