@@ -149,6 +149,7 @@ class MetaNeXtBlock(nn.Module):
         shortcut = x
         x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
         if x.device.type == 'cpu' and not torch.compiler.is_compiling() \
+                and not torch.jit.is_tracing() \
                 and ops.gemm_library() == 'onednn':
             x = self.mlp.forward_nchw(x)
             if self.gamma is not None:
