@@ -22,10 +22,10 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('onnx_e2e')
     data = str(root / 'data')
-    write_tiny_coco(data, num_images=4, seed=1)
+    write_tiny_coco(data, num_images=2, seed=1)
     config = tiny_config(root / 'cfg.py', RETINA_P2_ATTO, data,
                          max_epochs=30, with_mask=False)
-    with open(config, 'a') as f:  # a fast schedule for 120 iterations
+    with open(config, "a") as f:  # a fast schedule for 60 iterations
         f.write("optim_wrapper = dict(optimizer=dict(lr=4e-4))\n"
                 "default_hooks = dict(logger=dict(interval=20))\n")
     work = root / 'work'
