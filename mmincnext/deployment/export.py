@@ -30,6 +30,7 @@ so MMDetection's box coders take their normal code path) and converts with
 ``torch.onnx.export``; the export metadata (classes, test pipeline, input
 size, slicing) is stored in the file for :mod:`.runtime`.
 """
+import functools
 import json
 from typing import Optional, Sequence, Tuple
 
@@ -193,8 +194,10 @@ class ExportableDetector(nn.Module):
                 max_per_img = cfg.get('max_per_img', 100)
         self.max_per_img = max_per_img
 
-    @property
+    @functools.cached_property
     def output_names(self) -> list:
+        """The graph's outputs; for features, counted on a small input
+        (once)."""
         if self.part == 'detector':
             return ['boxes', 'scores', 'labels']
         with torch.no_grad():

@@ -20,7 +20,8 @@ from mmengine.structures import InstanceData
 
 from .export import METADATA_KEY
 
-__all__ = ['OnnxDetector', 'read_metadata', 'RUNTIMES', 'PRECISIONS']
+__all__ = ['OnnxDetector', 'create_session', 'read_metadata', 'RUNTIMES',
+           'PRECISIONS']
 
 RUNTIMES = ('onnxruntime', 'openvino')
 PRECISIONS = ('fp32', 'bf16')
@@ -48,7 +49,7 @@ def _tuples(obj):
     return obj
 
 
-def _session(path: str, runtime: str, precision: str,
+def create_session(path: str, runtime: str, precision: str,
              threads: Optional[int]):
     """A callable ``batch (N, 3, H, W) float32 -> list of outputs``."""
     if runtime not in RUNTIMES:
@@ -110,7 +111,7 @@ class OnnxDetector:
                              'features, not detections')
         self.classes = tuple(self.meta['classes'])
         self.runtime, self.precision = runtime, precision
-        self.run = _session(path, runtime, precision, threads)
+        self.run = create_session(path, runtime, precision, threads)
         self._pipeline = None
 
     @property

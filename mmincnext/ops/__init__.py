@@ -10,7 +10,7 @@
 from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, MLP_BLOCK_BYTES,
                         InferencePlan, inference_plan, metanext_inference,
                         mixer_inference, mlp_inference)
-from .gemm_library import gemm_library
+from .gemm_library import gemm_library, onednn_mlp_applies
 from .kernels import (cpu_kernels_available, fused_mlp, inception_mixer,
                       metanext_block)
 
@@ -18,5 +18,5 @@ __all__ = [
     'FUSED_MLP_MAX_WEIGHT_BYTES', 'InferencePlan', 'MLP_BLOCK_BYTES',
     'cpu_kernels_available', 'fused_mlp', 'gemm_library', 'inception_mixer',
     'inference_plan', 'metanext_block', 'metanext_inference',
-    'mixer_inference', 'mlp_inference'
+    'mixer_inference', 'mlp_inference', 'onednn_mlp_applies'
 ]

@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-__all__ = ['gemm_library', 'GEMM_LIBRARIES', 'ENV_VAR']
+__all__ = ['gemm_library', 'onednn_mlp_applies', 'GEMM_LIBRARIES', 'ENV_VAR']
 
 GEMM_LIBRARIES = ('mkl', 'onednn')
 ENV_VAR = 'MMINCNEXT_GEMM'
@@ -73,3 +73,11 @@ def gemm_library() -> str:
                              f'{GEMM_LIBRARIES}')
         return forced
     return _measured(torch.get_num_threads())
+
+
+def onednn_mlp_applies(x: torch.Tensor) -> bool:
+    """Whether a block's MLP with autograd runs as 1x1 convs (oneDNN) on
+    ``x``: a CPU tensor, not under ``torch.compile`` or tracing (which keep
+    one graph), and oneDNN is this machine's faster library."""
+    return (x.device.type == 'cpu' and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and gemm_library() == 'onednn')

@@ -96,8 +96,8 @@ def test_graph_equals_predict(config):
 
 
 def run_onnx(path, runtime, x, precision='fp32'):
-    from mmincnext.deployment.runtime import _session
-    return _session(path, runtime, precision, None)(x.numpy())
+    from mmincnext.deployment.runtime import create_session
+    return create_session(path, runtime, precision, None)(x.numpy())
 
 
 @pytest.mark.parametrize('config', REPRESENTATIVES, ids=graph_key)

@@ -139,12 +139,12 @@ def test_refuses_files_without_metadata_and_feature_files(tmp_path):
 
 
 def test_runtime_and_precision_are_checked(tmp_path):
-    from mmincnext.deployment.runtime import _session
+    from mmincnext.deployment.runtime import create_session
     with pytest.raises(ValueError, match="runtime must be one of"):
-        _session('x.onnx', 'tensorrt', 'fp32', None)
+        create_session('x.onnx', 'tensorrt', 'fp32', None)
     with pytest.raises(ValueError, match='ONNX Runtime runs this graph in '
                        'fp32 only'):
-        _session('x.onnx', 'onnxruntime', 'bf16', None)
+        create_session('x.onnx', 'onnxruntime', 'bf16', None)
 
 
 def test_sliced_inference_on_the_exported_model(exports):

@@ -684,9 +684,9 @@ def runtime_steps(models, x, args, tmp_dir):
                                                       strict=False)
                         torch.onnx.export(program, (x, ), path, dynamo=True,
                                           input_names=['input'])
-                from mmincnext.deployment.runtime import _session
+                from mmincnext.deployment.runtime import create_session
                 try:
-                    run = _session(path, runtime, precision, threads)
+                    run = create_session(path, runtime, precision, threads)
                 except ValueError as err:
                     skipped.append(f'{LABELS[name]} {runtime} {precision} '
                                    f'({err})')

@@ -148,9 +148,7 @@ class MetaNeXtBlock(nn.Module):
             return ops.metanext_inference(self, x)  # kernels, oneDNN
         shortcut = x
         x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
-        if x.device.type == 'cpu' and not torch.compiler.is_compiling() \
-                and not torch.jit.is_tracing() \
-                and ops.gemm_library() == 'onednn':
+        if ops.onednn_mlp_applies(x):  # training on a CPU where it is faster
             x = self.mlp.forward_nchw(x)
             if self.gamma is not None:
                 x = x * self.gamma.view(1, -1, 1, 1)
