@@ -61,7 +61,7 @@ def _measured(threads: int) -> str:
 def gemm_library() -> str:
     """``'mkl'`` (``F.linear`` on the channels-last view: the BLAS) or
     ``'onednn'`` (1x1 ``Conv2d``): the faster on this CPU at the current
-    thread count, measured once (about 0.1 s), or ``$MMINCNEXT_GEMM``.
+    thread count, measured once per process, or ``$MMINCNEXT_GEMM``.
 
     Raises:
         ValueError: ``$MMINCNEXT_GEMM`` is set to something else.
