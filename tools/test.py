@@ -22,6 +22,7 @@ import mmincnext  # noqa: E402,F401  (registers the backbone & co.)
 from mmincnext.engine.runner import (build_task_runner,  # noqa: E402
                                     close_process_group,
                                     load_task_config)
+from mmincnext.engine import autocast_network  # noqa: E402
 
 
 def parse_args():
@@ -49,6 +50,10 @@ def parse_args():
         default='none', help='job launcher')
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument(
+        '--precision', choices=['fp32', 'bf16'], default='fp32',
+        help='bf16: the network (backbone, neck, heads) under autocast to '
+        'bfloat16, its outputs and the post-processing in float32')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -134,6 +139,9 @@ def main():
                          f'{args.out}')
 
     runner = build_task_runner(cfg, scope, data_splits=('test', ))
+    if args.precision == 'bf16':
+        parts = autocast_network(runner.model)
+        runner.logger.info(f'bf16 autocast: {", ".join(parts)}')
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(

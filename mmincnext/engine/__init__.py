@@ -1,10 +1,12 @@
 """Training utilities (need neither mmdet nor mmseg): the layer-/stage-wise
 lr-decay optimizer constructor, CPU (gloo) distributed support and the
-reliability hooks and checks used by tools/train.py and tools/test.py."""
+reliability hooks and checks used by tools/train.py and tools/test.py, and
+bf16 autocast of a network for tools/test.py --precision bf16."""
 from .cpu_distributed import CPUDistributedDataParallel, setup_cpu_distributed
 from .hooks import (EpochSeedHook, PreflightCheckHook, add_reliability_hooks,
                     check_backbone_consumer_channels, check_data_cfg,
                     check_dataset_not_empty, check_files_exist)
+from .precision import autocast_network
 from .layer_decay_optimizer_constructor import (
     InceptionNeXtLearningRateDecayOptimizerConstructor,
     get_layer_id_for_inceptionnext, get_stage_id_for_inceptionnext)
@@ -14,4 +16,4 @@ __all__ = ['InceptionNeXtLearningRateDecayOptimizerConstructor',
            'CPUDistributedDataParallel', 'setup_cpu_distributed',
            'EpochSeedHook', 'PreflightCheckHook', 'add_reliability_hooks',
            'check_backbone_consumer_channels', 'check_data_cfg',
-           'check_dataset_not_empty', 'check_files_exist']
+           'check_dataset_not_empty', 'check_files_exist', 'autocast_network']

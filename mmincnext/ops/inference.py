@@ -125,52 +125,79 @@ def mlp_inference(
         fused_mlp_max_weight_bytes: int = FUSED_MLP_MAX_WEIGHT_BYTES,
         mlp_block_bytes: int = MLP_BLOCK_BYTES) -> torch.Tensor:
     """``shortcut + gamma * fc2(gelu(fc1(x)))`` without autograd, ``x``
-    being the normed token mixer output (paths 2 and 3 of this module)."""
+    being the normed token mixer output (paths 2 and 3 of this module).
+
+    Under CPU autocast to bfloat16 the MLP runs in bfloat16 on oneDNN's
+    fused ops, with the weights cast once per call (autocast would send
+    the unfused ``F.linear`` / ``addmm`` path through the same casts)."""
     x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
     fc1, fc2 = block.mlp.fc1, block.mlp.fc2
-    w1, w2 = fc1.weight.flatten(1), fc2.weight.flatten(1)
+    w1, b1 = fc1.weight.flatten(1), fc1.bias
+    w2, b2, gamma = fc2.weight.flatten(1), fc2.bias, block.gamma
+    if _cpu_autocast_bf16(x):
+        bf16 = torch.bfloat16
+        x, shortcut, w1, b1, w2, b2 = (
+            t.to(bf16) for t in (x, shortcut, w1, b1, w2, b2))
+        gamma = None if gamma is None else gamma.to(bf16)
+        with torch.autocast('cpu', enabled=False):
+            return _mlp(block, x, shortcut, w1, b1, w2, b2, gamma,
+                        fused_mlp_max_weight_bytes,
+                        mlp_block_bytes).permute(0, 3, 1, 2)
+    return _mlp(block, x, shortcut, w1, b1, w2, b2, gamma,
+                fused_mlp_max_weight_bytes,
+                mlp_block_bytes).permute(0, 3, 1, 2)
+
+
+def _mlp(block, x, shortcut, w1, b1, w2, b2, gamma,
+         fused_mlp_max_weight_bytes, mlp_block_bytes):
+    """:func:`mlp_inference` on the ``(N, H, W, C)`` views, with the
+    weights given (in the dtype of the computation)."""
     if block.cpu_kernels and _fused_mlp_applies(x, shortcut, w1, w2,
                                                 fused_mlp_max_weight_bytes):
         w2, b2 = _fc2_scaled(block)
         n, h, w, c = x.shape
-        x = kernels.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c), w1,
-                              fc1.bias, w2, b2).view(n, h, w, c)
-    elif _onednn_fusion_applies(x, shortcut, w1, w2):
+        return kernels.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c),
+                                 w1, b1, w2, b2).view(n, h, w, c)
+    if _onednn_fusion_applies(x, shortcut, w1, w2):
         rows = max(1, mlp_block_bytes // (w1.shape[0] * x.element_size()))
         if x.shape[:-1].numel() <= 2 * rows:
-            x = _mlp_onednn(block, x, shortcut, w1, w2)
-        else:  # row blocks that keep the hidden activations in cache
-            n, h, w, c = x.shape
-            x, shortcut = x.reshape(-1, c), shortcut.reshape(-1, c)
-            out = torch.empty_like(shortcut)
-            for i in range(0, x.shape[0], rows):
-                out[i:i + rows] = _mlp_onednn(block, x[i:i + rows],
-                                              shortcut[i:i + rows], w1, w2)
-            x = out.view(n, h, w, c)
-    else:
-        x = block.mlp.act(F.linear(x, w1, fc1.bias))
-        if block.gamma is None:
-            n, h, w, c = shortcut.shape
-            x = torch.addmm(shortcut.reshape(n * h * w, c),
-                            x.reshape(n * h * w, -1), w2.t())
-            x = x.add_(fc2.bias).view(n, h, w, c)
-        else:
-            x = torch.addcmul(shortcut, F.linear(x, w2, fc2.bias),
-                              block.gamma)
-    return x.permute(0, 3, 1, 2)
+            return _mlp_onednn(x, shortcut, w1, b1, w2, b2, gamma)
+        # row blocks that keep the hidden activations in cache
+        n, h, w, c = x.shape
+        x, shortcut = x.reshape(-1, c), shortcut.reshape(-1, c)
+        out = torch.empty_like(shortcut)
+        for i in range(0, x.shape[0], rows):
+            out[i:i + rows] = _mlp_onednn(x[i:i + rows], shortcut[i:i + rows],
+                                          w1, b1, w2, b2, gamma)
+        return out.view(n, h, w, c)
+    x = block.mlp.act(F.linear(x, w1, b1))
+    if gamma is None:
+        n, h, w, c = shortcut.shape
+        x = torch.addmm(shortcut.reshape(n * h * w, c),
+                        x.reshape(n * h * w, -1), w2.t())
+        return x.add_(b2).view(n, h, w, c)
+    return torch.addcmul(shortcut, F.linear(x, w2, b2), gamma)
 
 
-def _mlp_onednn(block: nn.Module, x: torch.Tensor, shortcut: torch.Tensor,
-                w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+def _mlp_onednn(x: torch.Tensor, shortcut: torch.Tensor, w1: torch.Tensor,
+                b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                gamma: Optional[torch.Tensor]) -> torch.Tensor:
     """``shortcut + gamma * fc2(gelu(fc1(x)))`` with oneDNN's fused
     epilogues (contiguous CPU tensors, channels last)."""
-    fc1, fc2 = block.mlp.fc1, block.mlp.fc2
     linear = torch.ops.mkldnn._linear_pointwise
-    x = linear(x, w1, fc1.bias, 'gelu', [], 'none')
-    if block.gamma is None:
-        return linear.binary(x, shortcut, w2, fc2.bias, 'add')
-    return torch.addcmul(shortcut, linear(x, w2, fc2.bias, 'none', [], ''),
-                         block.gamma)
+    x = linear(x, w1, b1, 'gelu', [], 'none')
+    if gamma is None:
+        return linear.binary(x, shortcut, w2, b2, 'add')
+    return torch.addcmul(shortcut, linear(x, w2, b2, 'none', [], ''), gamma)
+
+
+def _cpu_autocast_bf16(x: torch.Tensor) -> bool:
+    """Whether ``x`` is computed under CPU autocast to bfloat16, outside
+    ``torch.compile`` / tracing (which handle autocast themselves)."""
+    return (x.device.type == 'cpu' and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
+            and torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16)
 
 
 def _fc2_scaled(block: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -3,13 +3,14 @@ RetinaNet trained with tools/train.py, evaluated with tools/test.py,
 exported with tools/deployment/export_onnx.py and evaluated again with
 tools/deployment/onnx_inference.py in ONNX Runtime and OpenVINO: the COCO
 mAP of the exported model equals PyTorch's within 0.005 (fp32); OpenVINO
-bf16 within 0.02."""
+bf16 within 0.02, and so does tools/test.py --precision bf16."""
 import json
 import os.path as osp
 import re
 import sys
 
 import pytest
+import torch
 
 from test_det_e2e import RETINA_P2_ATTO, run, tiny_config, write_tiny_coco
 
@@ -36,12 +37,47 @@ def trained(tmp_path_factory):
                 checkpoint=str(work / 'epoch_30.pth'))
 
 
-def test_exported_map_equals_pytorch(trained, tmp_path):
+def bbox_map(log):
+    return float(re.search(r'coco/bbox_mAP: (-?[0-9.]+)', log).group(1))
+
+
+def scores_of(pkl):
+    import mmengine
+    preds = mmengine.load(str(pkl))  # DumpDetResults' pickle, of this test
+    return torch.cat([p['pred_instances']['scores'] for p in preds])
+
+
+@pytest.fixture(scope='module')
+def fp32_test(trained, tmp_path_factory):
+    """tools/test.py in fp32: the mAP and the scores of the predictions."""
+    root = tmp_path_factory.mktemp('test_fp32')
     log = run([sys.executable, 'tools/test.py', trained['config'],
-               trained['checkpoint'], '--work-dir', str(tmp_path / 'test')])
-    torch_map = float(re.search(r'coco/bbox_mAP: (-?[0-9.]+)', log)
-                      .group(1))
-    assert torch_map > 0.1, log[-2000:]  # a trained model, not noise
+               trained['checkpoint'], '--work-dir', str(root), '--out',
+               str(root / 'preds.pkl')])
+    return bbox_map(log), scores_of(root / 'preds.pkl')
+
+
+def test_bf16_test_map_within_tolerance(trained, fp32_test, tmp_path):
+    """tools/test.py --precision bf16: the network ran in bf16 (the scores
+    differ from fp32's, by less than 0.05) and the mAP is within 0.02 of
+    fp32's."""
+    log = run([sys.executable, 'tools/test.py', trained['config'],
+               trained['checkpoint'], '--work-dir', str(tmp_path / 'test'),
+               '--precision', 'bf16', '--out', str(tmp_path / 'preds.pkl')])
+    assert 'bf16 autocast: backbone, neck, bbox_head' in log
+    fp32_map, fp32_scores = fp32_test
+    scores = scores_of(tmp_path / 'preds.pkl')
+    top = min(len(scores), len(fp32_scores), 20)
+    diff = (scores.sort(descending=True).values[:top] -
+            fp32_scores.sort(descending=True).values[:top]).abs().max()
+    print('fp32', fp32_map, 'bf16', bbox_map(log), 'top scores', diff)
+    assert 0 < diff < 0.05
+    assert abs(bbox_map(log) - fp32_map) <= 0.02
+
+
+def test_exported_map_equals_pytorch(trained, fp32_test, tmp_path):
+    torch_map = fp32_test[0]
+    assert torch_map > 0.1, torch_map  # a trained model, not noise
 
     onnx_file = str(tmp_path / 'retinanet.onnx')
     log = run([sys.executable, 'tools/deployment/export_onnx.py',

@@ -181,3 +181,34 @@ def test_empty_batch_inference():
         outs = model(x)
     assert [tuple(o.shape) for o in outs] == [(0, 40, 16, 16), (0, 80, 8, 8),
                                               (0, 160, 4, 4), (0, 320, 2, 2)]
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason='this CPU has no bf16 instructions for oneDNN')
+@pytest.mark.parametrize('deploy', [False, True])
+def test_bf16_autocast_runs_onednn_in_bf16_within_the_stated_tolerance(
+        deploy):
+    """Under CPU autocast to bfloat16 every block's MLP runs on oneDNN's
+    fused ops in bf16 (not the unfused autocast path), and the outputs are
+    within the stated tolerance of fp32: 2 % of each map's largest value."""
+    model = randomized(InceptionNeXt('atto', out_indices=(0, 1, 2, 3)))
+    if deploy:
+        model.switch_to_deploy()
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    dtypes = []
+    real = ops.inference._mlp_onednn
+
+    def spy(x, *args):
+        dtypes.append(x.dtype)
+        return real(x, *args)
+
+    with torch.no_grad():
+        want = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16), mock.patch.object(
+                ops.inference, '_mlp_onednn', side_effect=spy):
+            got = model(x)
+    assert dtypes == [torch.bfloat16] * sum(model.arch['depths'])
+    for g, w in zip(got, want):
+        assert g.dtype == torch.bfloat16
+        err = (g.float() - w).abs().max() / w.abs().max()
+        assert 1e-4 < err < 2e-2  # bf16 did run, within the tolerance

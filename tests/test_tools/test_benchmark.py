@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from tables import check_limit_table, markdown_tables
 
 from mmincnext import ops
 
@@ -21,13 +22,10 @@ def test_benchmark_script_smoke():
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [line for line in proc.stdout.splitlines()
-             if line.startswith('|')]
-    header = [c.strip() for c in table[0].strip('|').split('|')]
-    assert header == ['model', 'mode', 'img/s', 'x ConvNeXt (mmpretrain)',
-                      'peak MB', 'params M', 'GMACs/img', '% of mm rate']
-    rows = [[c.strip() for c in line.strip('|').split('|')]
-            for line in table[2:]]
+    table, limits = markdown_tables(proc.stdout)
+    assert table[0] == ['model', 'mode', 'img/s', 'x ConvNeXt (mmpretrain)',
+                        'peak MB', 'params M', 'GMACs/img', '% of peak']
+    rows = table[1:]
     assert [(r[0], r[1]) for r in rows] == [
         ('InceptionNeXt', 'inference'),
         ('InceptionNeXt deploy', 'inference'),
@@ -46,6 +44,12 @@ def test_benchmark_script_smoke():
         by_name[('InceptionNeXt official (timm)', 'inference')][5:7]
     assert ours[5] == '2.89' and float(ours[6]) > 0
     assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'
+    # % of peak = 2 MACs img/s (x3 for a train step) over the fp32 peak
+    peak = check_limit_table(limits, ops)['fp32']
+    for row in rows:
+        flops = 2e9 * float(row[6]) * (3 if row[1] == 'train' else 1)
+        assert float(row[7]) == pytest.approx(
+            flops * float(row[2]) / 1e9 / peak * 100, abs=1.5)
 
 
 @pytest.mark.parametrize('model', ['ours', 'deploy'])
@@ -59,10 +63,10 @@ def test_benchmark_breakdown_accounts_for_the_whole_network(model):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [[c.strip() for c in line.strip('|').split('|')]
-             for line in proc.stdout.splitlines() if line.startswith('|')]
-    assert table[0] == ['part', 'ms', '% of time', 'MMACs', '% of mm rate']
-    rows = {r[0]: r[1:] for r in table[2:]}
+    table, limits = markdown_tables(proc.stdout)
+    assert table[0] == ['part', 'ms', '% of time', 'MMACs', '% of peak']
+    check_limit_table(limits, ops)
+    rows = {r[0]: r[1:] for r in table[1:]}
     depths, dims, ratios = (2, 2, 6, 2), (40, 80, 160, 320), (4, 4, 4, 3)
     # one kernel per block (mmincnext.ops.metanext_block) where the MLP
     # qualifies: channels a multiple of 16, weights of at most 6 MiB
@@ -114,13 +118,11 @@ def test_benchmark_yolo_mode_smoke():
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [line for line in proc.stdout.splitlines()
-             if line.startswith('|')]
-    header = [c.strip() for c in table[0].strip('|').split('|')]
-    assert header == ['model', 'mode', 'img/s', 'x YOLOv8-s (MMYOLO)',
-                      'peak MB', 'params M', 'GMACs/img', '% of mm rate']
-    rows = {r[0]: r for r in ([c.strip() for c in line.strip('|').split('|')]
-                              for line in table[2:])}
+    table, limits = markdown_tables(proc.stdout)
+    assert table[0] == ['model', 'mode', 'img/s', 'x YOLOv8-s (MMYOLO)',
+                        'peak MB', 'params M', 'GMACs/img', '% of peak']
+    check_limit_table(limits, ops)
+    rows = {r[0]: r for r in table[1:]}
     assert list(rows) == ['YOLOv8-s (MMYOLO)',
                           'YOLOv8 InceptionNeXt-atto P3-P5',
                           'YOLOv8 InceptionNeXt-atto P2-P5',

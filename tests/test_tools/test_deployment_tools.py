@@ -13,6 +13,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from tables import check_limit_table, markdown_tables
+
+from mmincnext import ops
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_deployment'))
@@ -133,26 +136,31 @@ def test_benchmark_runtime_rows():
     """One tiny interleaved round of --runtime: a row per model, runtime
     and precision the machine runs (no timing assertions)."""
     cmd = [sys.executable, 'tools/analysis_tools/benchmark.py', '--runtime',
-           'torch', 'onnxruntime', 'openvino', '--precision', 'fp32',
+           'torch', 'inductor', 'onnxruntime', 'openvino', '--precision',
+           'fp32',
            'bf16', '--arch', 'atto', '--input-size', '64', '--batch', '1',
            '--warmup', '0', '--repeats', '1', '--threads', '1']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [[c.strip() for c in line.strip('|').split('|')]
-             for line in proc.stdout.splitlines() if line.startswith('|')]
+    table, limits = markdown_tables(proc.stdout)
     assert table[0] == ['model', 'runtime', 'precision', 'ms/batch', 'img/s',
-                        'x ConvNeXt (mmpretrain)', 'x PyTorch fp32']
-    rows = {(r[0], r[1], r[2]): r for r in table[2:]}
+                        'x ConvNeXt (mmpretrain)', 'x PyTorch fp32',
+                        '% of peak']
+    peaks = check_limit_table(limits, ops)
+    rows = {(r[0], r[1], r[2]): r for r in table[1:]}
     import openvino as ov
     ov_bf16 = 'BF16' in ov.Core().get_property('CPU',
                                                 'OPTIMIZATION_CAPABILITIES')
     for model in ('InceptionNeXt deploy', 'ConvNeXt (mmpretrain)'):
         want = {(model, 'torch', 'fp32'), (model, 'torch', 'bf16'),
+                (model, 'inductor', 'fp32'), (model, 'inductor', 'bf16'),
                 (model, 'onnxruntime', 'fp32'), (model, 'openvino', 'fp32')}
         if ov_bf16:
             want.add((model, 'openvino', 'bf16'))
         assert want <= set(rows)
         assert rows[model, 'torch', 'fp32'][6] == '1.00'
+        for key in want:  # a fraction of the peak of its precision
+            assert (rows[key][7] != '-') == (key[2] in peaks)
     assert rows['ConvNeXt (mmpretrain)', 'openvino', 'fp32'][5] == '1.00'
     assert 'not run: InceptionNeXt deploy onnxruntime bf16' in proc.stdout

@@ -107,7 +107,8 @@ BACKBONE_MODELS = ('ours', 'deploy', 'unfused', 'deploy_unfused', 'official',
                    'convnext')
 DEFAULT_MODELS = ('ours', 'deploy', 'official', 'convnext')
 INFERENCE_ONLY = ('deploy', 'unfused', 'deploy_unfused')
-MM = 'torch.mm'  # the matrix-multiply reference step
+DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16',
+               torch.float16: 'fp16'}
 LABELS = {
     'ours': 'InceptionNeXt',
     'deploy': 'InceptionNeXt deploy',
@@ -198,7 +199,8 @@ def parse_args(argv=None):
                         choices=list(YOLO_MODELS),
                         help='with --yolo: the models to compare')
     parser.add_argument('--runtime', nargs='+',
-                        choices=['torch', 'onnxruntime', 'openvino'],
+                        choices=['torch', 'inductor', 'onnxruntime',
+                                 'openvino'],
                         help='compare inference runtimes (see above)')
     parser.add_argument('--precision', nargs='+', default=['fp32'],
                         choices=['fp32', 'bf16'],
@@ -247,16 +249,101 @@ def autocast(args):
     return torch.autocast(args.device, dtype=dtype)
 
 
-def matmul_step(args):
-    """One square ``torch.mm`` (fp32 or the AMP dtype) and its FLOPs; timed
-    in the same interleaved rounds as the models, so the "% of mm rate"
-    column compares rates measured under the same machine load."""
-    size = 2048 if args.device == 'cpu' else 8192
-    dtype = {'none': torch.float32, 'bf16': torch.bfloat16,
-             'fp16': torch.float16}[args.amp]
-    a = torch.randn(size, size, device=args.device, dtype=dtype)
-    b = torch.randn(size, size, device=args.device, dtype=dtype)
-    return (lambda: torch.mm(a, b)), 2 * size**3
+def peak_steps(args):
+    """The large GEMMs whose best rate is the machine's measured peak, per
+    dtype: ``{(dtype, GEMM): (step, flops)}``, timed in the same interleaved
+    rounds as the models, so that the "% of peak" column compares rates
+    measured under the same machine load.
+
+    On CPU, in fp32: a square ``torch.mm`` (the BLAS: MKL on x86 wheels),
+    the same GEMM as a 1x1 convolution (oneDNN) and, where built,
+    mmincnext's ``fused_mlp`` kernel on a tiny stage-2 MLP (two GEMMs and a
+    GELU); in bf16, where the CPU has it, ``torch.mm`` and the 1x1
+    convolution in bf16 (both oneDNN). Which library is the fastest depends
+    on the CPU (MKL's sgemm is slow on AMD), so the peak is the best of
+    them. On GPU: a square ``torch.mm`` in the ``--amp`` dtype (cuBLAS)."""
+    steps = {}
+    gen = torch.Generator(device=args.device).manual_seed(0)
+
+    def randn(*shape, dtype=torch.float32):
+        return torch.randn(*shape, generator=gen, device=args.device,
+                           dtype=dtype)
+
+    if args.device != 'cpu':
+        size = 8192
+        dtype = {'none': torch.float32, 'bf16': torch.bfloat16,
+                 'fp16': torch.float16}[args.amp]
+        a, b = randn(size, size, dtype=dtype), randn(size, size, dtype=dtype)
+        steps[(DTYPE_NAMES[dtype], 'torch.mm')] = (
+            lambda: torch.mm(a, b), 2 * size**3)
+        return steps
+    size = 2048
+    dtypes = [torch.float32]
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        dtypes.append(torch.bfloat16)
+    for dtype in dtypes:
+        name = DTYPE_NAMES[dtype]
+        a, b = randn(size, size, dtype=dtype), randn(size, size, dtype=dtype)
+        steps[(name, 'torch.mm (BLAS)' if dtype == torch.float32 else
+               'torch.mm (oneDNN)')] = (lambda a=a, b=b: torch.mm(a, b),
+                                        2 * size**3)
+        # the same GEMM: 2048 pixels x 2048 channels -> 2048 channels
+        cl = torch.channels_last
+        x = randn(1, size, 32, size // 32, dtype=dtype).contiguous(
+            memory_format=cl)
+        w = randn(size, size, 1, 1, dtype=dtype).contiguous(memory_format=cl)
+        steps[(name, 'oneDNN 1x1 conv')] = (
+            lambda x=x, w=w: torch.nn.functional.conv2d(x, w), 2 * size**3)
+    from mmincnext.ops import cpu_kernels_available, fused_mlp
+    if cpu_kernels_available():
+        rows, c, hidden = 4096, 384, 1536
+        x, shortcut = randn(rows, c), randn(rows, c)
+        w1, b1 = randn(hidden, c) * c**-0.5, randn(hidden)
+        w2, b2 = randn(c, hidden) * hidden**-0.5, randn(c)
+        steps[('fp32', 'mmincnext fused_mlp')] = (
+            lambda: fused_mlp(x, shortcut, w1, b1, w2, b2),
+            2 * 2 * rows * c * hidden)
+    return steps
+
+
+def peak_rates(steps, times):
+    """``{dtype: (GFLOP/s, GEMM)}``: the best median rate of the
+    :func:`peak_steps` GEMMs per dtype, from their ``times``."""
+    peaks = {}
+    for (dtype, gemm), (_, flops) in steps.items():
+        rate = flops / statistics.median(times[(dtype, gemm)]) / 1e9
+        if rate > peaks.get(dtype, (0, None))[0]:
+            peaks[dtype] = (rate, gemm)
+    return peaks
+
+
+def peak_lines(steps, times):
+    """The limit rows under a table: each GEMM's rate, the peak marked."""
+    peaks = peak_rates(steps, times)
+    lines = []
+    order = list(DTYPE_NAMES.values())
+    for (dtype, gemm), (_, flops) in sorted(
+            steps.items(), key=lambda item: order.index(item[0][0])):
+        rate = flops / statistics.median(times[(dtype, gemm)]) / 1e9
+        mark = ' (peak)' if peaks[dtype][1] == gemm else ''
+        lines.append([dtype, gemm, f'{rate:.0f}{mark}'])
+    return markdown_table(['limit', 'GEMM', 'GFLOP/s'], lines,
+                          left_columns=2)
+
+
+def run_with_peaks(steps, peaks, args):
+    """:func:`run_interleaved` of ``steps`` and the ``peaks`` GEMMs in the
+    same rounds: (times of ``steps``, times of ``peaks``)."""
+    times = run_interleaved(
+        {**steps, **{key: step for key, (step, _) in peaks.items()}},
+        args.warmup, args.repeats, args.device)
+    return ({k: v for k, v in times.items() if k in steps},
+            {k: times[k] for k in peaks})
+
+
+def model_dtype(args):
+    """The dtype whose peak a run's models are measured against."""
+    return {'none': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}[args.amp]
 
 
 def peak_memory(step, device):
@@ -496,36 +583,35 @@ def run_breakdown(x, args):
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     parts, (whole_step, whole_macs) = breakdown_parts(model, x, args)
-    mm_step, mm_flops = matmul_step(args)
-    times = run_interleaved(
+    peaks = peak_steps(args)
+    times, peak_times = run_with_peaks(
         {**{k: step for k, (step, _) in parts.items()},
-         'whole forward': whole_step, MM: mm_step},
-        args.warmup, args.repeats, args.device)
+         'whole forward': whole_step}, peaks, args)
     seconds = {k: statistics.median(v) for k, v in times.items()}
-    rate = mm_flops / seconds.pop(MM)
+    rate = peak_rates(peaks, peak_times)[model_dtype(args)][0] * 1e9
     whole_seconds = seconds.pop('whole forward')
     total = sum(seconds.values())
 
     def row(part, sec, macs, share):
         return dict(part=part, ms=sec * 1e3, share=share, macs=macs,
-                    mm_frac=2 * macs / sec / rate)
+                    peak_frac=2 * macs / sec / rate)
 
     rows = [row(k, seconds[k], macs, seconds[k] / total)
             for k, (_, macs) in parts.items()]
     rows.append(row('sum of the parts', total,
                     sum(macs for _, macs in parts.values()), 1.))
     rows.append(row('whole forward', whole_seconds, whole_macs, None))
-    header = ['part', 'ms', '% of time', 'MMACs', '% of mm rate']
+    header = ['part', 'ms', '% of time', 'MMACs', '% of peak']
     lines = [[r['part'], f"{r['ms']:.2f}",
               f"{r['share'] * 100:.1f}" if r['share'] is not None else '-',
-              f"{r['macs'] / 1e6:.1f}", f"{r['mm_frac'] * 100:.0f}"]
+              f"{r['macs'] / 1e6:.1f}", f"{r['peak_frac'] * 100:.0f}"]
              for r in rows]
     print(f'\n{args.arch} {args.breakdown} inference | input '
           f'{"x".join(map(str, x.shape))} | {device_name(args)} | torch '
           f'{torch.__version__} | amp {args.amp} | median of {args.repeats} '
-          f'interleaved rounds after {args.warmup} warm-up | torch.mm '
-          f'{rate / 1e9:.0f} GFLOP/s')
+          f'interleaved rounds after {args.warmup} warm-up')
     print(markdown_table(header, lines, left_columns=1))
+    print('\n' + peak_lines(peaks, peak_times))
     return rows
 
 
@@ -664,13 +750,19 @@ def runtime_steps(models, x, args, tmp_dir):
         for runtime in args.runtime:
             for precision in args.precision:
                 key = (name, runtime, precision)
-                if runtime == 'torch':
+                if runtime in ('torch', 'inductor'):
                     amp = torch.autocast('cpu', dtype=torch.bfloat16) if \
                         precision == 'bf16' else nullcontext()
+                    net = model if runtime == 'torch' else \
+                        torch.compile(copy.deepcopy(model))
 
-                    def step(model=model, amp=amp):
+                    def step(model=net, amp=amp):
                         with torch.no_grad(), amp:
                             model(x)
+                    if runtime == 'inductor':  # compile, weights frozen
+                        from torch._inductor import config
+                        with config.patch(freezing=True):
+                            step()
                     steps[key] = step
                     continue
                 if runtime == 'onnxruntime' and precision == 'bf16':
@@ -699,23 +791,32 @@ def runtime_steps(models, x, args, tmp_dir):
 def run_runtimes(x, args):
     import tempfile
     models = build_backbones(args)
+    macs = {name: None if args.no_flops else complexity(model, x)[0]
+            for name, model in models.items()}
+    peaks = peak_steps(args)
     with tempfile.TemporaryDirectory() as tmp:
         steps, skipped = runtime_steps(models, x, args, tmp)
-        times = run_interleaved(steps, args.warmup, args.repeats, 'cpu')
+        times, peak_times = run_with_peaks(steps, peaks, args)
+    rates = peak_rates(peaks, peak_times)
     med = {k: statistics.median(t) for k, t in times.items()}
     rows, lines = [], []
     for (name, runtime, precision), sec in med.items():
         peer = med.get(('convnext', runtime, precision))
         base = med.get((name, 'torch', 'fp32'))
+        peak = rates.get(precision, (None, ))[0]
+        frac = (2 * macs[name] * args.batch / sec / 1e9 / peak
+                if macs[name] and peak else None)
         rows.append(dict(model=name, runtime=runtime, precision=precision,
                          seconds=sec, img_s=args.batch / sec,
                          x_convnext=peer / sec if peer else None,
-                         x_torch=base / sec if base else None))
+                         x_torch=base / sec if base else None,
+                         peak_frac=frac))
         lines.append([
             LABELS[name], runtime, precision, f'{sec * 1e3:.1f}',
             f'{args.batch / sec:.2f}',
             f'{peer / sec:.2f}' if peer else '-',
-            f'{base / sec:.2f}' if base else '-'])
+            f'{base / sec:.2f}' if base else '-',
+            f'{frac * 100:.0f}' if frac else '-'])
     versions = [f'torch {torch.__version__}']
     for mod in ('onnxruntime', 'openvino'):
         if mod in args.runtime:
@@ -726,8 +827,9 @@ def run_runtimes(x, args):
           f'{args.repeats} interleaved rounds after {args.warmup} warm-up')
     print(markdown_table(
         ['model', 'runtime', 'precision', 'ms/batch', 'img/s',
-         f'x {LABELS["convnext"]}', 'x PyTorch fp32'], lines,
+         f'x {LABELS["convnext"]}', 'x PyTorch fp32', '% of peak'], lines,
         left_columns=3))
+    print('\n' + peak_lines(peaks, peak_times))
     for note in skipped:
         print(f'not run: {note}')
     return rows
@@ -752,14 +854,14 @@ def markdown_table(header, lines, left_columns):
 
 def format_table(rows, reference):
     header = ['model', 'mode', 'img/s', f'x {LABELS[reference]}',
-              'peak MB', 'params M', 'GMACs/img', '% of mm rate']
+              'peak MB', 'params M', 'GMACs/img', '% of peak']
     lines = [[
         LABELS[row['model']], row['mode'], f"{row['img_s']:.2f}",
         f"{row['ratio']:.2f}" if row['ratio'] is not None else '-',
         f"{row['peak_mb']:.0f}",
         f"{row['params'] / 1e6:.2f}" if row['params'] else '-',
         f"{row['macs'] / 1e9:.2f}" if row['macs'] else '-',
-        f"{row['mm_frac'] * 100:.0f}" if row['mm_frac'] else '-'
+        f"{row['peak_frac'] * 100:.0f}" if row['peak_frac'] else '-'
     ] for row in rows]
     return markdown_table(header, lines, left_columns=2)
 
@@ -809,13 +911,13 @@ def main(argv=None):
                        complexity(model, x))
                 for name, model in models.items()}
 
-    mm_step, mm_flops = matmul_step(args)
-    rows, mm_times = [], []
+    peaks = peak_steps(args)
+    rows, peak_times = [], {key: [] for key in peaks}
     for mode in args.modes:
         steps = make_steps(mode)
-        times = run_interleaved({**steps, MM: mm_step}, args.warmup,
-                                args.repeats, args.device)
-        mm_times += times.pop(MM)
+        times, mode_peak_times = run_with_peaks(steps, peaks, args)
+        for key, t in mode_peak_times.items():
+            peak_times[key] += t
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, step in steps.items():
             macs, params = info[name]
@@ -826,12 +928,12 @@ def main(argv=None):
         for row in rows[-len(steps):]:
             row['ratio'] = (medians[reference] / medians[row['model']]
                             if reference in medians else None)
-    rate = mm_flops / statistics.median(mm_times) / 1e9
+    rate = peak_rates(peaks, peak_times)[model_dtype(args)][0]
     for row in rows:
         flops_per_img = 2 * row['macs'] * (3 if row['mode'] == 'train'
                                            else 1) if row['macs'] else None
-        row['mm_frac'] = (flops_per_img * row['img_s'] / 1e9 / rate
-                          if flops_per_img else None)
+        row['peak_frac'] = (flops_per_img * row['img_s'] / 1e9 / rate
+                            if flops_per_img else None)
 
     title = 'YOLO (MMYOLO)' if args.yolo else \
         'Mask R-CNN' if args.detector else args.arch
@@ -839,9 +941,9 @@ def main(argv=None):
           f'{args.batch}x3x{h}x{w} | {device_name(args)} | torch '
           f'{torch.__version__} | amp {args.amp} | channels_last '
           f'{args.channels_last} | compile {args.compile} | median of '
-          f'{args.repeats} interleaved rounds after {args.warmup} warm-up | '
-          f'torch.mm {rate:.0f} GFLOP/s')
+          f'{args.repeats} interleaved rounds after {args.warmup} warm-up')
     print(format_table(rows, reference))
+    print('\n' + peak_lines(peaks, peak_times))
     return rows
 
 
