@@ -142,3 +142,21 @@ def test_benchmark_yolo_mode_smoke():
     proc = subprocess.run(cmd + ['--modes', 'train'], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and 'inference only' in proc.stderr
+
+
+def test_precision_without_runtime_is_the_autocast_dtype():
+    """``--precision bf16`` outside ``--runtime`` means ``--amp bf16``; what
+    it cannot mean is refused, not ignored."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'benchmark', os.path.join(REPO, 'tools', 'analysis_tools',
+                                  'benchmark.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_args(['--precision', 'bf16']).amp == 'bf16'
+    assert bench.parse_args(['--precision', 'fp32']).amp == 'none'
+    assert bench.parse_args(['--runtime', 'torch']).precision == ['fp32']
+    for argv in (['--precision', 'fp32', 'bf16'],
+                 ['--precision', 'bf16', '--amp', 'bf16']):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)

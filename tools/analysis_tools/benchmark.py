@@ -202,11 +202,19 @@ def parse_args(argv=None):
                         choices=['torch', 'inductor', 'onnxruntime',
                                  'openvino'],
                         help='compare inference runtimes (see above)')
-    parser.add_argument('--precision', nargs='+', default=['fp32'],
+    parser.add_argument('--precision', nargs='+', default=None,
                         choices=['fp32', 'bf16'],
-                        help='with --runtime: the precisions')
+                        help='with --runtime: the precisions (default '
+                        'fp32); otherwise one, the same as --amp none / '
+                        'bf16')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.precision is not None and not args.runtime:
+        if len(args.precision) != 1 or args.amp != 'none':
+            parser.error('without --runtime, --precision takes one value '
+                         'and replaces --amp (fp32: none, bf16: bf16)')
+        args.amp = {'fp32': 'none', 'bf16': 'bf16'}[args.precision[0]]
+    args.precision = args.precision or ['fp32']
     if args.runtime and (args.breakdown or args.detector or args.yolo or
                          args.compile or args.amp != 'none' or
                          args.device != 'cpu'):
