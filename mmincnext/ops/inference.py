@@ -15,6 +15,8 @@
    once ``switch_to_deploy`` has folded ``gamma`` into ``fc2``, the residual
    sum into ``fc2``), over row blocks of about :data:`MLP_BLOCK_BYTES` of
    hidden activations that stay in the last-level cache between the GEMMs.
+   Under CPU autocast to bfloat16 this path runs in bfloat16, the MLP's
+   inputs and weights cast once per call.
 3. Elsewhere (GPU, ``torch.compile``, tracing, other dtypes), PyTorch's
    modules with the residual sum as the GEMM's accumulator (``addmm``) or an
    ``addcmul``.

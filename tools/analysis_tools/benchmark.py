@@ -24,19 +24,21 @@ step: forward, a loss on the four outputs, backward, AdamW step). The table
 gives img/s, the ratio to ConvNeXt in the same mode, the peak memory one step
 allocates, parameters and FLOPs (mmengine's ``get_model_complexity_info``;
 multiply-accumulates, the convention of the papers), and the fraction of the
-fp32 (or ``--amp``) matrix-multiply rate of a square ``torch.mm`` (2048 on
-CPU, 8192 on GPU) timed in the same interleaved rounds: ``2 * MACs * img/s``
-(x3 for a train step) over the ``mm`` rate. ``--compile`` wraps every model
-in ``torch.compile``; on GPU cuDNN autotuning is on for every model.
+machine's peak: ``2 * MACs * img/s`` (x3 for a train step) over the best rate
+of large GEMMs in MKL, oneDNN and mmincnext's kernel (fp32) or oneDNN (bf16),
+timed in the same interleaved rounds and printed as the limit rows under the
+table (:func:`peak_steps`). ``--compile`` wraps every model in
+``torch.compile``; on GPU cuDNN autotuning is on for every model.
+``--precision bf16`` is ``--amp bf16``.
 
 Breakdown mode (``--breakdown ours|deploy``) times the parts of our network
 on the activations they see in a forward pass, interleaved with the whole
-forward and the ``torch.mm`` step: the stem, each downsample, each stage's
+forward and the limit's GEMMs: the stem, each downsample, each stage's
 token mixers (with the block norms) and each stage's MLPs (the inference path
 with its fused epilogues and the residual sum), or each stage's blocks where
 one kernel (``mmincnext.ops.metanext_block``) runs them. It prints ms per
 batch, the share of the sum of the parts, MACs and the fraction of the
-``mm`` rate of every part: where the time goes.
+peak of every part: where the time goes.
 
 Detector mode (``--detector``) builds our Mask R-CNN InceptionNeXt-T config
 and mmdet's own ``mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py``
@@ -55,13 +57,16 @@ NMS are not counted). Inference only: the YOLO training steps need MMYOLO's
 batch format (``yolov5_collate``). The weights are random, so few boxes pass
 the 0.001 score threshold and NMS costs little.
 
-Runtime mode (``--runtime torch onnxruntime openvino``, with ``--precision
-fp32 bf16``) times inference of our deploy network and ConvNeXt (mmpretrain)
-in PyTorch (eager; bf16 through ``torch.autocast``), and exported to ONNX
+Runtime mode (``--runtime torch inductor onnxruntime openvino``, with
+``--precision fp32 bf16``) times inference of our deploy network and
+ConvNeXt (mmpretrain) in PyTorch (eager; bf16 through ``torch.autocast``), in
+``torch.compile`` with frozen weights (inductor's ``freezing``: weights folded
+as constants and prepacked, compiled before the rounds), and exported to ONNX
 (``torch.onnx.export(dynamo=True)``, the batch and size of the run) in
 ONNX Runtime (fp32) and OpenVINO (fp32, or its bf16 inference precision on
 CPUs that have it), all interleaved in the same rounds; ratios to ConvNeXt
-in the same runtime and precision and to the same network in PyTorch fp32.
+in the same runtime and precision and to the same network in PyTorch fp32,
+and the fraction of the peak of the precision.
 
 Examples::
 
@@ -73,9 +78,9 @@ Examples::
     # GPU, bf16 autocast
     python tools/analysis_tools/benchmark.py --device cuda --amp bf16 \\
         --batch 64
-    # PyTorch vs ONNX Runtime vs OpenVINO, fp32 and bf16
-    python tools/analysis_tools/benchmark.py --runtime torch onnxruntime \
-        openvino --precision fp32 bf16
+    # PyTorch (eager, compiled) vs ONNX Runtime vs OpenVINO, fp32 and bf16
+    python tools/analysis_tools/benchmark.py --runtime torch inductor \
+        onnxruntime openvino --precision fp32 bf16
     # where the time of deploy inference goes
     python tools/analysis_tools/benchmark.py --breakdown deploy
     # Mask R-CNN, train step and inference
