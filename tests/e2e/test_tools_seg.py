@@ -100,7 +100,8 @@ def run(cmd):
 
 def test_test_tool_segmentation_out_and_show_dir(tmp_path):
     """The segmentation branches of tools/test.py: ``--out`` (label maps via
-    IoUMetric output_dir) and ``--show-dir`` (mmseg's visualizer save_dir).
+    IoUMetric output_dir), ``--show-dir`` (mmseg's visualizer save_dir) and
+    ``--precision bf16``.
     Training through tools/train.py on segmentation configs is covered by
     test_seg_e2e.py and test_reliability.py."""
     import torch
@@ -129,3 +130,17 @@ def test_test_tool_segmentation_out_and_show_dir(tmp_path):
     assert len(glob.glob(str(out_dir / '*.png'))) == 2
     assert len(glob.glob(str(tmp_path / 'vis' / '**' / '*.png'),
                          recursive=True)) == 2
+
+    # --precision bf16: the network under autocast, the resize and argmax in
+    # float32; the label maps are nearly the fp32 ones
+    bf16_dir = tmp_path / 'pred_bf16'
+    log = run([sys.executable, 'tools/test.py', config, str(checkpoint),
+               '--work-dir', str(tmp_path / 'test_bf16'), '--out',
+               str(bf16_dir), '--precision', 'bf16'])
+    assert 'bf16 autocast: backbone' in log and 'decode_head' in log
+    for png in sorted(glob.glob(str(out_dir / '*.png'))):
+        want = cv2.imread(png, cv2.IMREAD_UNCHANGED)
+        got = cv2.imread(str(bf16_dir / osp.basename(png)),
+                         cv2.IMREAD_UNCHANGED)
+        print('bf16 label agreement', (got == want).mean())
+        assert (got == want).mean() > 0.9
