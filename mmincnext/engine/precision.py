@@ -10,6 +10,7 @@ decoding, NMS, RoI pooling and resizing see float32 tensors, as in fp32
 testing.
 """
 import functools
+import warnings
 from typing import List
 
 import torch
@@ -25,7 +26,8 @@ NETWORK_PARTS = ('backbone', 'neck', 'bbox_head', 'rpn_head',
 
 
 def _to_float(t):
-    if isinstance(t, torch.Tensor) and t.is_floating_point():
+    if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16,
+                                                   torch.float16):
         return t.float()
     return t
 
@@ -45,7 +47,7 @@ def autocast_network(model: nn.Module,
                      dtype: torch.dtype = torch.bfloat16) -> List[str]:
     """Run the network parts of ``model`` (:data:`NETWORK_PARTS` that it
     has) under ``torch.autocast`` to ``dtype`` on the model's device, their
-    floating-point outputs cast back to float32.
+    bfloat16 / float16 outputs cast back to float32.
 
     Args:
         model (nn.Module): A detector or segmentor, or a wrapper of one
@@ -62,6 +64,10 @@ def autocast_network(model: nn.Module,
             and isinstance(getattr(model, 'module', None), nn.Module):
         model = model.module
     device_type = next(model.parameters()).device.type
+    if device_type == 'cpu' and dtype == torch.bfloat16 and \
+            not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn('this CPU has no bf16 instructions: bf16 is emulated '
+                      'and slower than fp32 here')
     wrapped = []
     for path in NETWORK_PARTS:
         part = model
