@@ -147,7 +147,7 @@ def main():
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
     runner.test()
-    close_process_group()
+    close_process_group(runner)
 
 
 if __name__ == '__main__':

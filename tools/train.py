@@ -103,7 +103,7 @@ def main():
 
     runner = build_task_runner(cfg, scope, data_splits=('train', 'val'))
     runner.train()
-    close_process_group()
+    close_process_group(runner)
 
 
 if __name__ == '__main__':

@@ -59,12 +59,26 @@ def build_task_runner(cfg, scope: str, data_splits: Sequence[str]):
     return Runner.from_cfg(cfg)
 
 
-def close_process_group():
-    """Destroy the default process group at the end of a distributed run,
-    as PyTorch asks programs to: left to interpreter shutdown, the
-    backend's worker threads are torn down in no defined order, which can
-    abort a process (SIGABRT, "terminate called without an active
-    exception") after the run itself succeeded."""
+def close_process_group(runner=None):
+    """End a distributed run as PyTorch asks programs to: wait for every
+    rank (``barrier``), release ``runner``'s model (the DDP wrapper, whose
+    reducer holds the process group), then destroy the default process
+    group. Left to interpreter shutdown, the backend's and the reducer's
+    worker threads are torn down in no defined order, which can abort a
+    process (SIGABRT, "terminate called without an active exception")
+    after the run itself succeeded.
+
+    Args:
+        runner (Runner, optional): The finished runner; its ``model`` is
+            dropped before the process group is destroyed.
+    """
+    import gc
+
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    if runner is not None:
+        runner.model = None  # the DDP wrapper and its reducer
+    gc.collect()
+    dist.destroy_process_group()
