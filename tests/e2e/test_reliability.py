@@ -268,9 +268,11 @@ def test_killed_worker_fails_the_distributed_job(tiny_data, tmp_path):
 
 
 def test_tools_close_the_process_group(tmp_path):
-    """tools/train.py and tools/test.py end a distributed run by destroying
-    the process group (not left to interpreter shutdown); without one it is
-    a no-op."""
+    """tools/train.py and tools/test.py end a distributed run by releasing
+    the runner's (DDP) model and destroying the process group (not left to
+    interpreter shutdown); without one it is a no-op."""
+    from types import SimpleNamespace
+
     import torch.distributed as dist
 
     from mmincnext.engine.runner import close_process_group
@@ -278,8 +280,9 @@ def test_tools_close_the_process_group(tmp_path):
     dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
                             rank=0, world_size=1)
     assert dist.is_initialized()
-    close_process_group()
-    assert not dist.is_initialized()
+    runner = SimpleNamespace(model=object())
+    close_process_group(runner)
+    assert not dist.is_initialized() and runner.model is None
     for tool in ('train.py', 'test.py'):
         with open(osp.join(ROOT, 'tools', tool)) as f:
-            assert 'close_process_group()' in f.read(), tool
+            assert 'close_process_group(runner)' in f.read(), tool
