@@ -26,6 +26,7 @@ agree within float32 rounding. The block is duck-typed (``token_mixer``,
 ``norm``, ``mlp.fc1``, ``mlp.act``, ``mlp.fc2``, ``gamma``, ``cpu_kernels``),
 so this module does not import the model.
 """
+import contextlib
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -134,29 +135,27 @@ def mlp_inference(
     the unfused ``F.linear`` / ``addmm`` path through the same casts)."""
     x, shortcut = x.permute(0, 2, 3, 1), shortcut.permute(0, 2, 3, 1)
     fc1, fc2 = block.mlp.fc1, block.mlp.fc2
-    w1, b1 = fc1.weight.flatten(1), fc1.bias
-    w2, b2, gamma = fc2.weight.flatten(1), fc2.bias, block.gamma
+    weights = (fc1.weight.flatten(1), fc1.bias, fc2.weight.flatten(1),
+               fc2.bias, block.gamma)
+    context = contextlib.nullcontext()
     if _cpu_autocast_bf16(x):
-        bf16 = torch.bfloat16
-        x, shortcut, w1, b1, w2, b2 = (
-            t.to(bf16) for t in (x, shortcut, w1, b1, w2, b2))
-        gamma = None if gamma is None else gamma.to(bf16)
-        with torch.autocast('cpu', enabled=False):
-            return _mlp(block, x, shortcut, w1, b1, w2, b2, gamma,
-                        fused_mlp_max_weight_bytes,
-                        mlp_block_bytes).permute(0, 3, 1, 2)
-    return _mlp(block, x, shortcut, w1, b1, w2, b2, gamma,
-                fused_mlp_max_weight_bytes,
-                mlp_block_bytes).permute(0, 3, 1, 2)
+        x, shortcut = x.to(torch.bfloat16), shortcut.to(torch.bfloat16)
+        weights = tuple(None if t is None else t.to(torch.bfloat16)
+                        for t in weights)
+        context = torch.autocast('cpu', enabled=False)
+    with context:
+        return _mlp(block, x, shortcut, *weights, fused_mlp_max_weight_bytes,
+                    mlp_block_bytes).permute(0, 3, 1, 2)
 
 
 def _mlp(block, x, shortcut, w1, b1, w2, b2, gamma,
          fused_mlp_max_weight_bytes, mlp_block_bytes):
     """:func:`mlp_inference` on the ``(N, H, W, C)`` views, with the
-    weights given (in the dtype of the computation)."""
+    weights given in the dtype of the computation."""
     if block.cpu_kernels and _fused_mlp_applies(x, shortcut, w1, w2,
                                                 fused_mlp_max_weight_bytes):
-        w2, b2 = _fc2_scaled(block)
+        if gamma is not None:  # the kernel takes the layer scale folded
+            w2, b2 = w2 * gamma[:, None], b2 * gamma
         n, h, w, c = x.shape
         return kernels.fused_mlp(x.reshape(-1, c), shortcut.reshape(-1, c),
                                  w1, b1, w2, b2).view(n, h, w, c)
@@ -193,11 +192,15 @@ def _mlp_onednn(x: torch.Tensor, shortcut: torch.Tensor, w1: torch.Tensor,
     return torch.addcmul(shortcut, linear(x, w2, b2, 'none', [], ''), gamma)
 
 
+def _eager() -> bool:
+    """Not under ``torch.compile`` or tracing, which do their own fusion
+    and autocast (checked first: no graph break)."""
+    return not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
 def _cpu_autocast_bf16(x: torch.Tensor) -> bool:
-    """Whether ``x`` is computed under CPU autocast to bfloat16, outside
-    ``torch.compile`` / tracing (which handle autocast themselves)."""
-    return (x.device.type == 'cpu' and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing()
+    """Whether ``x`` is computed eagerly under CPU autocast to bfloat16."""
+    return (_eager() and x.device.type == 'cpu'
             and torch.is_autocast_enabled('cpu')
             and torch.get_autocast_dtype('cpu') == torch.bfloat16)
 
@@ -229,9 +232,7 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
     by inductor on CPU) can replace plain ops: contiguous fp32/bf16 CPU
     tensors, no autograd, not under ``torch.compile`` / tracing (where the
     compiler does its own fusion)."""
-    return (not torch.compiler.is_compiling()  # first: no graph break
-            and not torch.jit.is_tracing()
-            and not torch.is_grad_enabled()
+    return (_eager() and not torch.is_grad_enabled()
             and hasattr(torch.ops.mkldnn, '_linear_pointwise')
             and torch.backends.mkldnn.is_available()
             and all(t.device.type == 'cpu' and t.is_contiguous()
@@ -244,9 +245,7 @@ def _cpu_kernels_apply(x: torch.Tensor) -> bool:
     are built and supported by the CPU, no autograd, not under
     ``torch.compile`` / tracing, and ``x`` is a float32 CPU tensor in dense
     channels-last memory."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False  # first: no graph break
-    if x.dim() != 4:
+    if not _eager() or x.dim() != 4:
         return False
     n, c, h, w = x.shape
     return (not torch.is_grad_enabled()

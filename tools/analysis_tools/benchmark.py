@@ -319,25 +319,31 @@ def peak_steps(args):
     return steps
 
 
-def peak_rates(steps, times):
-    """``{dtype: (GFLOP/s, GEMM)}``: the best median rate of the
-    :func:`peak_steps` GEMMs per dtype, from their ``times``."""
+def gemm_rates(steps, times):
+    """``{(dtype, GEMM): GFLOP/s}``: the median rate of each
+    :func:`peak_steps` GEMM, from their ``times``."""
+    return {key: flops / statistics.median(times[key]) / 1e9
+            for key, (_, flops) in steps.items()}
+
+
+def peak_rates(rates):
+    """``{dtype: (GFLOP/s, GEMM)}``: the best of the :func:`gemm_rates`
+    per dtype."""
     peaks = {}
-    for (dtype, gemm), (_, flops) in steps.items():
-        rate = flops / statistics.median(times[(dtype, gemm)]) / 1e9
+    for (dtype, gemm), rate in rates.items():
         if rate > peaks.get(dtype, (0, None))[0]:
             peaks[dtype] = (rate, gemm)
     return peaks
 
 
-def peak_lines(steps, times):
-    """The limit rows under a table: each GEMM's rate, the peak marked."""
-    peaks = peak_rates(steps, times)
-    lines = []
+def peak_lines(rates):
+    """The limit rows under a table: each GEMM's rate (:func:`gemm_rates`),
+    the peak marked."""
+    peaks = peak_rates(rates)
     order = list(DTYPE_NAMES.values())
-    for (dtype, gemm), (_, flops) in sorted(
-            steps.items(), key=lambda item: order.index(item[0][0])):
-        rate = flops / statistics.median(times[(dtype, gemm)]) / 1e9
+    lines = []
+    for (dtype, gemm), rate in sorted(
+            rates.items(), key=lambda item: order.index(item[0][0])):
         mark = ' (peak)' if peaks[dtype][1] == gemm else ''
         lines.append([dtype, gemm, f'{rate:.0f}{mark}'])
     return markdown_table(['limit', 'GEMM', 'GFLOP/s'], lines,
@@ -601,7 +607,8 @@ def run_breakdown(x, args):
         {**{k: step for k, (step, _) in parts.items()},
          'whole forward': whole_step}, peaks, args)
     seconds = {k: statistics.median(v) for k, v in times.items()}
-    rate = peak_rates(peaks, peak_times)[model_dtype(args)][0] * 1e9
+    gemms = gemm_rates(peaks, peak_times)
+    rate = peak_rates(gemms)[model_dtype(args)][0] * 1e9
     whole_seconds = seconds.pop('whole forward')
     total = sum(seconds.values())
 
@@ -624,7 +631,7 @@ def run_breakdown(x, args):
           f'{torch.__version__} | amp {args.amp} | median of {args.repeats} '
           f'interleaved rounds after {args.warmup} warm-up')
     print(markdown_table(header, lines, left_columns=1))
-    print('\n' + peak_lines(peaks, peak_times))
+    print('\n' + peak_lines(gemms))
     return rows
 
 
@@ -810,7 +817,8 @@ def run_runtimes(x, args):
     with tempfile.TemporaryDirectory() as tmp:
         steps, skipped = runtime_steps(models, x, args, tmp)
         times, peak_times = run_with_peaks(steps, peaks, args)
-    rates = peak_rates(peaks, peak_times)
+    gemms = gemm_rates(peaks, peak_times)
+    rates = peak_rates(gemms)
     med = {k: statistics.median(t) for k, t in times.items()}
     rows, lines = [], []
     for (name, runtime, precision), sec in med.items():
@@ -842,7 +850,7 @@ def run_runtimes(x, args):
         ['model', 'runtime', 'precision', 'ms/batch', 'img/s',
          f'x {LABELS["convnext"]}', 'x PyTorch fp32', '% of peak'], lines,
         left_columns=3))
-    print('\n' + peak_lines(peaks, peak_times))
+    print('\n' + peak_lines(gemms))
     for note in skipped:
         print(f'not run: {note}')
     return rows
@@ -941,7 +949,8 @@ def main(argv=None):
         for row in rows[-len(steps):]:
             row['ratio'] = (medians[reference] / medians[row['model']]
                             if reference in medians else None)
-    rate = peak_rates(peaks, peak_times)[model_dtype(args)][0]
+    gemms = gemm_rates(peaks, peak_times)
+    rate = peak_rates(gemms)[model_dtype(args)][0]
     for row in rows:
         flops_per_img = 2 * row['macs'] * (3 if row['mode'] == 'train'
                                            else 1) if row['macs'] else None
@@ -956,7 +965,7 @@ def main(argv=None):
           f'{args.channels_last} | compile {args.compile} | median of '
           f'{args.repeats} interleaved rounds after {args.warmup} warm-up')
     print(format_table(rows, reference))
-    print('\n' + peak_lines(peaks, peak_times))
+    print('\n' + peak_lines(gemms))
     return rows
 
 
