@@ -31,9 +31,11 @@ def test_benchmark_script_smoke():
         ('InceptionNeXt deploy', 'inference'),
         ('InceptionNeXt official (timm)', 'inference'),
         ('ConvNeXt (mmpretrain)', 'inference'),
+        ('ConvNeXt (timm, conv_mlp)', 'inference'),
         ('InceptionNeXt', 'train'),
         ('InceptionNeXt official (timm)', 'train'),
         ('ConvNeXt (mmpretrain)', 'train'),
+        ('ConvNeXt (timm, conv_mlp)', 'train'),
     ]
     for row in rows:
         assert float(row[2]) > 0 and float(row[4]) >= 0
@@ -44,6 +46,10 @@ def test_benchmark_script_smoke():
         by_name[('InceptionNeXt official (timm)', 'inference')][5:7]
     assert ours[5] == '2.89' and float(ours[6]) > 0
     assert by_name[('ConvNeXt (mmpretrain)', 'train')][3] == '1.00'
+    # the same ConvNeXt in timm (mmpretrain's adds a norm per output)
+    assert float(by_name[('ConvNeXt (timm, conv_mlp)', 'train')][5]) == \
+        pytest.approx(float(by_name[('ConvNeXt (mmpretrain)', 'train')][5]),
+                      rel=0.01)
     # % of peak = 2 MACs img/s (x3 for a train step) over the fp32 peak
     peak = check_limit_table(limits, ops)['fp32']
     for row in rows:

@@ -17,7 +17,10 @@ Backbone mode (default) compares, at the same size (``--arch``):
   code), loaded with the *same* weights; its four stage outputs are computed
   with ``forward_intermediates``;
 * ``ConvNeXt`` -- ``mmpretrain.models.ConvNeXt`` (the backbone of mmdet's
-  ConvNeXt configs), four outputs with their norms, as mmdet uses it.
+  ConvNeXt configs), four outputs with their norms, as mmdet uses it;
+* ``ConvNeXt (timm, conv_mlp)`` -- timm's ``convnext_<arch>`` with its MLP
+  as 1x1 convs (``conv_mlp=True``: oneDNN on the CPU, the fastest ConvNeXt
+  form where MKL's sgemm is slow), four stage outputs.
 
 Modes: ``inference`` (``torch.no_grad``, eval mode) and ``train`` (one full
 step: forward, a loss on the four outputs, backward, AdamW step). The table
@@ -109,8 +112,8 @@ import torch.nn as nn
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
 BACKBONE_MODELS = ('ours', 'deploy', 'unfused', 'deploy_unfused', 'official',
-                   'convnext')
-DEFAULT_MODELS = ('ours', 'deploy', 'official', 'convnext')
+                   'convnext', 'convnext_timm')
+DEFAULT_MODELS = ('ours', 'deploy', 'official', 'convnext', 'convnext_timm')
 INFERENCE_ONLY = ('deploy', 'unfused', 'deploy_unfused')
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16',
                torch.float16: 'fp16'}
@@ -121,6 +124,7 @@ LABELS = {
     'deploy_unfused': 'InceptionNeXt deploy unfused',
     'official': 'InceptionNeXt official (timm)',
     'convnext': 'ConvNeXt (mmpretrain)',
+    'convnext_timm': 'ConvNeXt (timm, conv_mlp)',
     'det_ours': 'Mask R-CNN InceptionNeXt-T',
     'det_convnext': 'Mask R-CNN ConvNeXt-T (mmdet)',
 }
@@ -449,6 +453,11 @@ def build_backbones(args):
         models['convnext'] = ConvNeXt(
             ours_arch_name(ours), out_indices=(0, 1, 2, 3),
             gap_before_final_norm=False)
+    if 'convnext_timm' in args.models:
+        import timm
+        models['convnext_timm'] = TimmFeatures(timm.create_model(
+            f'convnext_{ours_arch_name(ours)}', pretrained=False,
+            conv_mlp=True))
     for model in models.values():
         model.to(args.device)
         if args.channels_last:
