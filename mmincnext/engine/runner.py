@@ -6,10 +6,12 @@ import os.path as osp
 from typing import Optional, Sequence, Tuple
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .cpu_distributed import setup_cpu_distributed
 from .hooks import add_reliability_hooks, check_data_cfg
+from .memory import ENV_VAR, keep_freed_memory
 
 SCOPES = ('mmdet', 'mmseg')
 
@@ -49,7 +51,12 @@ def load_task_config(config: str,
 
 def build_task_runner(cfg, scope: str, data_splits: Sequence[str]):
     """Check the data of ``data_splits``, add the reliability hooks, prepare
-    CPU (gloo) distribution when needed and build the (task's) Runner."""
+    CPU (gloo) distribution when needed, keep freed memory for reuse
+    (:func:`~mmincnext.engine.memory.keep_freed_memory`) and build the
+    (task's) Runner."""
+    if keep_freed_memory():
+        print_log(f'malloc: freed memory is kept for reuse ({ENV_VAR}=0 '
+                  'turns this off)', logger='current')
     # clear errors for empty datasets / mismatched channels; exact resume
     add_reliability_hooks(cfg)
     check_data_cfg(cfg, splits=tuple(data_splits))

@@ -184,6 +184,7 @@ def test_train_then_test_with_fine_bins(data_root, atto_checkpoint,
                '--work-dir', str(work_dir), '--cfg-options',
                f'model.backbone.init_cfg.checkpoint={ckpt}'])
     assert 'load InceptionNeXt weights from' in log
+    assert 'malloc: freed memory is kept for reuse' in log
     assert 'InceptionNeXtLearningRateDecayOptimizerConstructor' in log or \
         'layer_wise lr decay' in log
     # validation at the end of training uses SmallObjectCocoMetric

@@ -195,6 +195,11 @@ def parse_args(argv=None):
                         'during the warm-up rounds)')
     parser.add_argument('--no-flops', action='store_true',
                         help='skip the FLOPs analysis (faster)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help="glibc keeps freed memory for reuse, as in "
+                        "tools/train.py and tools/test.py "
+                        "(mmincnext.engine.keep_freed_memory; every model "
+                        "of the run gets it)")
     parser.add_argument('--breakdown', choices=['ours', 'deploy'],
                         help='time the parts of our (or our deploy) network '
                         'in inference instead of comparing models')
@@ -906,6 +911,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        from mmincnext.engine import keep_freed_memory
+        if not keep_freed_memory():
+            raise SystemExit('--keep-freed-memory: glibc malloc settings '
+                             'not applied (not glibc, or '
+                             'MMINCNEXT_KEEP_FREED_MEMORY=0)')
     if args.device == 'cuda':
         # every model gets cuDNN's fastest algorithms (found in the warm-up)
         torch.backends.cudnn.benchmark = True
@@ -971,7 +982,8 @@ def main(argv=None):
     print(f'\n{title} | input '
           f'{args.batch}x3x{h}x{w} | {device_name(args)} | torch '
           f'{torch.__version__} | amp {args.amp} | channels_last '
-          f'{args.channels_last} | compile {args.compile} | median of '
+          f'{args.channels_last} | compile {args.compile} | freed memory '
+          f'kept {args.keep_freed_memory} | median of '
           f'{args.repeats} interleaved rounds after {args.warmup} warm-up')
     print(format_table(rows, reference))
     print('\n' + peak_lines(gemms))
