@@ -12,8 +12,7 @@ reused; the process keeps its peak memory instead of returning it between
 steps. It is what preloading jemalloc or tcmalloc gives, with glibc's own
 ``mallopt`` and nothing to install. ``tools/train.py`` and ``tools/test.py``
 call it (through ``build_task_runner``); ``MMINCNEXT_KEEP_FREED_MEMORY=0``
-turns it off. docs/speed.md has
-the measurements.
+turns it off. docs/speed.md has the measurements.
 """
 import ctypes
 import ctypes.util

@@ -23,11 +23,11 @@
 
 All paths compute ``x + gamma * fc2(gelu(fc1(norm(token_mixer(x)))))`` and
 agree within float32 rounding. The block is duck-typed (``token_mixer``,
-``norm``, ``mlp.fc1``, ``mlp.act``, ``mlp.fc2``, ``gamma``, ``cpu_kernels``),
-so this module does not import the model.
+``norm``, ``mlp.fc1``, ``mlp.act``, ``mlp.fc2``, ``mlp.fc2_params``,
+``gamma``, ``cpu_kernels``), so this module does not import the model.
 """
 import contextlib
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -86,10 +86,10 @@ def metanext_inference(
     plan = inference_plan(block, x, fused_mlp_max_weight_bytes)
     if plan.whole:
         fc1 = block.mlp.fc1
-        w2, b2 = _fc2_scaled(block)
+        w2, b2 = block.mlp.fc2_params(block.gamma)  # gamma folded
         return kernels.metanext_block(x, block.token_mixer, *plan.norm,
-                                      fc1.weight.flatten(1), fc1.bias, w2,
-                                      b2)
+                                      fc1.weight.flatten(1), fc1.bias,
+                                      w2.flatten(1), b2)
     return mlp_inference(
         block, mixer_inference(block, x, plan.norm), x,
         fused_mlp_max_weight_bytes=fused_mlp_max_weight_bytes,
@@ -203,15 +203,6 @@ def _cpu_autocast_bf16(x: torch.Tensor) -> bool:
     return (_eager() and x.device.type == 'cpu'
             and torch.is_autocast_enabled('cpu')
             and torch.get_autocast_dtype('cpu') == torch.bfloat16)
-
-
-def _fc2_scaled(block: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``fc2``'s weight ``[C, H]`` and bias times ``gamma``."""
-    fc2 = block.mlp.fc2
-    w2, b2 = fc2.weight.flatten(1), fc2.bias
-    if block.gamma is not None:
-        w2, b2 = w2 * block.gamma[:, None], b2 * block.gamma
-    return w2, b2
 
 
 def _norm_affine(norm: nn.Module) -> Optional[tuple]:

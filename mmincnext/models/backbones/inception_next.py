@@ -97,16 +97,16 @@ class ConvMlp(nn.Module):
         """(N, H, W, C) -> (N, H, W, C), times the per-channel ``scale``
         (the layer scale) if given."""
         x = self.act(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias))
-        weight, bias = self._fc2_params(scale)
+        weight, bias = self.fc2_params(scale)
         return F.linear(x, weight.flatten(1), bias)
 
     def forward_nchw(self, x: torch.Tensor,
                      scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, H, W) as 1x1 convs (oneDNN on the CPU),
         times ``scale`` if given."""
-        return F.conv2d(self.act(self.fc1(x)), *self._fc2_params(scale))
+        return F.conv2d(self.act(self.fc1(x)), *self.fc2_params(scale))
 
-    def _fc2_params(self, scale: Optional[torch.Tensor]) -> tuple:
+    def fc2_params(self, scale: Optional[torch.Tensor] = None) -> tuple:
         """``fc2``'s weight ``[C, H, 1, 1]`` and bias, times ``scale`` per
         output channel. The layer scale folded into ``fc2`` costs two
         weight-sized products and their backward, instead of a product
