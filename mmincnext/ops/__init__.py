@@ -4,19 +4,24 @@
   extension ``mmincnext._ext`` (sources in ``csrc/``).
 - :mod:`mmincnext.ops.inference`: :func:`metanext_inference`, the choice
   between the kernels, oneDNN's fused ops and plain PyTorch for a block.
+- :mod:`mmincnext.ops.training`: :func:`mlp_training`, the MLP with
+  autograd (training) on the compiled kernels, where
+  :func:`mlp_training_applies`.
 - :mod:`mmincnext.ops.gemm_library`: :func:`gemm_library`, MKL or oneDNN
-  for the MLP GEMMs with autograd (training), measured once per machine.
+  for the MLP GEMMs with autograd elsewhere, measured once per machine.
 """
 from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, MLP_BLOCK_BYTES,
                         InferencePlan, inference_plan, metanext_inference,
                         mixer_inference, mlp_inference)
 from .gemm_library import gemm_library, onednn_mlp_applies
 from .kernels import (cpu_kernels_available, fused_mlp, inception_mixer,
-                      metanext_block)
+                      metanext_block, mlp_backward, mlp_forward)
+from .training import mlp_training, mlp_training_applies
 
 __all__ = [
     'FUSED_MLP_MAX_WEIGHT_BYTES', 'InferencePlan', 'MLP_BLOCK_BYTES',
     'cpu_kernels_available', 'fused_mlp', 'gemm_library', 'inception_mixer',
     'inference_plan', 'metanext_block', 'metanext_inference',
-    'mixer_inference', 'mlp_inference', 'onednn_mlp_applies'
+    'mixer_inference', 'mlp_backward', 'mlp_forward', 'mlp_inference',
+    'mlp_training', 'mlp_training_applies', 'onednn_mlp_applies'
 ]

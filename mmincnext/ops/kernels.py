@@ -4,8 +4,12 @@
 (``make install`` runs ``python setup.py build_ext --inplace``) on x86-64 with
 a C++ compiler. Without it, or on a CPU without AVX-512, every model runs on
 PyTorch's own kernels with the same results; :func:`cpu_kernels_available`
-tells which. All kernels are for float32 inference (no autograd). Where the
-backbone uses them is decided in :mod:`mmincnext.ops.inference`.
+tells which. All kernels take float32 and run without autograd: the
+inference kernels, and the forward and backward halves of the training MLP
+(:func:`mlp_forward`, :func:`mlp_backward`), which
+:mod:`mmincnext.ops.training` wraps in an autograd function. Where the
+backbone uses them is decided in :mod:`mmincnext.ops.inference` and
+:mod:`mmincnext.ops.training`.
 """
 import functools
 import importlib
@@ -110,3 +114,52 @@ def metanext_block(x, mixer, scale, shift, fc1_weight, fc1_bias, fc2_weight,
     return _extension('metanext_block')(x, *_mixer_args(mixer), scale, shift,
                                         fc1_weight, fc1_bias, fc2_weight,
                                         fc2_bias)
+
+
+def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    """The forward pass of the training MLP: :func:`fused_mlp` (without the
+    residual where ``shortcut`` is None) that also returns ``fc1``'s
+    outputs before GELU, for :func:`mlp_backward`.
+
+    Args:
+        x, fc1_weight, fc1_bias, fc2_weight, fc2_bias (Tensor): As in
+            :func:`fused_mlp`.
+        shortcut (Tensor | None): ``[M, C]`` residual rows, or None.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``out [M, C]`` and the pre-activations
+        ``pre [M, H]``.
+    """
+    return tuple(_extension('mlp_forward')(x, shortcut, fc1_weight,
+                                           fc1_bias, fc2_weight, fc2_bias))
+
+
+def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
+                 hidden_block_bytes=None, hidden_chunk=0):
+    """The gradients of :func:`mlp_forward`'s ``out`` with respect to ``x``
+    and the four weights, in one pass over row blocks whose hidden
+    gradients stay in L2 (hidden units in chunks whose per-thread weight
+    gradient sums stay in L2 too).
+
+    Args:
+        grad_out (Tensor): ``[M, C]``, contiguous.
+        x (Tensor): ``[M, C]``, the forward input.
+        pre (Tensor): ``[M, H]``, from :func:`mlp_forward`.
+        fc1_weight (Tensor): ``[H, C]``.
+        fc2_weight (Tensor): ``[C, H]``.
+        hidden_block_bytes (int, optional): Hidden gradients per row block
+            (default: the kernels' ``kHiddenBlockBytes``, 256 KiB).
+        hidden_chunk (int): Hidden units per chunk, a multiple of 16 that
+            divides ``H``; 0 (default) chooses by the sums' size.
+
+    Returns:
+        tuple[Tensor, ...]: ``grad_x [M, C]``, ``grad_fc1_weight [H, C]``,
+        ``grad_fc1_bias [H]``, ``grad_fc2_weight [C, H]``,
+        ``grad_fc2_bias [C]``; the residual's gradient is ``grad_out``.
+    """
+    sizes = {} if hidden_block_bytes is None else dict(
+        hidden_block_bytes=hidden_block_bytes)
+    return tuple(_extension('mlp_backward')(grad_out, x, pre, fc1_weight,
+                                            fc2_weight,
+                                            hidden_chunk=hidden_chunk,
+                                            **sizes))

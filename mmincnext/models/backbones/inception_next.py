@@ -79,7 +79,9 @@ class ConvMlp(nn.Module):
     """1x1 conv -> GELU -> 1x1 conv (official names ``fc1``, ``fc2``).
 
     The 1x1 convs keep their official ``Conv2d`` parameters. With autograd
-    on the CPU they run as whichever is faster on the machine
+    on the CPU, the block runs this MLP on mmincnext's fused training
+    kernels where they apply (:func:`mmincnext.ops.mlp_training`); otherwise
+    the convs run as whichever is faster on the machine
     (:func:`mmincnext.ops.gemm_library`): matrix products (``F.linear``) on
     the free ``(N, H, W, C)`` view of the channels-last activations (the
     BLAS), or the 1x1 convs themselves (oneDNN, :meth:`forward_nchw`); on
@@ -132,8 +134,8 @@ class MetaNeXtBlock(nn.Module):
         layer_scale_init_value (float): Init of the per-channel scale
             ``gamma``; 0 disables it.
         drop_path_rate (float): Stochastic depth rate of this block.
-        cpu_kernels (bool): Run CPU inference with mmincnext's compiled
-            kernels where they apply (see :class:`InceptionNeXt`).
+        cpu_kernels (bool): Run the block on the CPU with mmincnext's
+            compiled kernels where they apply (see :class:`InceptionNeXt`).
     """
 
     def __init__(self,
@@ -163,6 +165,8 @@ class MetaNeXtBlock(nn.Module):
             return ops.metanext_inference(self, x)  # kernels, oneDNN
         shortcut = x
         x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
+        if ops.mlp_training_applies(self, x):  # fused kernels, fwd and bwd
+            return ops.mlp_training(self, x, shortcut)
         if ops.onednn_mlp_applies(x):  # training on a CPU where it is faster
             x = self.mlp.forward_nchw(x, self.gamma)
         else:
@@ -269,11 +273,13 @@ class InceptionNeXt(BaseModule):
             (frozen statistics). Defaults to False.
         with_cp (bool): Gradient checkpointing of each block (less memory,
             slower). Defaults to False.
-        cpu_kernels (bool): In CPU inference (eval mode, float32, no
-            autograd, eager), run the blocks with mmincnext's compiled kernels
-            where they are built and apply, as chosen by
-            :func:`mmincnext.ops.metanext_inference`. Outputs match PyTorch's
-            modules within float32 rounding. Defaults to True.
+        cpu_kernels (bool): On the CPU (float32, eager), run the blocks
+            with mmincnext's compiled kernels where they are built and
+            apply: in inference (eval mode, no autograd) as chosen by
+            :func:`mmincnext.ops.metanext_inference`, with autograd the MLP
+            where :func:`mmincnext.ops.mlp_training_applies`. Outputs and
+            gradients match PyTorch's modules within float32 rounding.
+            Defaults to True.
         init_cfg (dict | list[dict], optional): Initialization.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official/timm ImageNet checkpoint (plain, ``state_dict``/``model``

@@ -1,11 +1,13 @@
-// CPU kernels of MetaNeXt (InceptionNeXt) blocks for inference (float32,
-// AVX-512), exposed by mmincnext.ops:
+// CPU kernels of MetaNeXt (InceptionNeXt) blocks for inference and for the
+// MLP in training (float32, AVX-512), exposed by mmincnext.ops:
 //
 //     fused_mlp:        out = shortcut + fc2(gelu(fc1(x)))
 //     inception_mixer:  y = affine(token_mixer(x))
 //     metanext_block:   out = x + fc2(gelu(fc1(affine(token_mixer(x)))))
+//     mlp_forward, mlp_backward: the MLP with autograd (training)
 //
-// Each has its file (fused_mlp.cpp, inception_mixer.cpp, metanext_block.cpp);
+// Each has its file (fused_mlp.cpp, inception_mixer.cpp, metanext_block.cpp,
+// mlp_training.cpp);
 // gemm.cpp holds the GEMM kernels and the packing of weights, gelu.h the
 // GELU, pybind.cpp the Python module. This header declares what more than
 // one of them uses.
@@ -82,8 +84,12 @@ inline torch::Tensor empty_channels_last(const torch::Tensor& x) {
 // GEMM (gemm.cpp).
 
 // What the GEMM kernels do to a @ b before the store: gelu(. + bias);
-// . + bias + r (the residual); . + r (r = c: accumulate into the output).
-enum Epilogue { kBiasGelu, kBiasResidual, kAdd };
+// . + bias + r (the residual); . + r (r = c: accumulate into the output);
+// . + bias; . * r (r = c: scale the output in place, the GELU's derivative
+// in backward); nothing.
+enum Epilogue { kBiasGelu, kBiasResidual, kAdd, kBias, kMul, kStore };
+constexpr bool has_bias(Epilogue e) { return e == kBiasGelu || e == kBiasResidual || e == kBias; }
+constexpr bool reads_r(Epilogue e) { return e == kBiasResidual || e == kAdd || e == kMul; }
 
 // Register blocking by the width of the output: NV vectors of 16 columns
 // per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
@@ -102,6 +108,12 @@ template <Epilogue EPI>
 void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
                    int64_t K, int64_t N, const float* bias, const float* r,
                    int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats);
+
+// c[M, N] = a[K, M]^T @ b[K, N], or c += that where `add` (a, b, c
+// row-major with row strides lda, ldb, ldc; N a multiple of 16): the weight
+// gradients of the MLP, K its rows.
+void gemm_tn(int64_t K, const float* a, int64_t lda, int64_t M, const float* b, int64_t ldb, int64_t N, float* c,
+             int64_t ldc, bool add);
 
 MMINCNEXT_AVX512_BEGIN
 
@@ -136,29 +148,46 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
              const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
              const char* op);
 
+// Row blocks of M rows for the threads: {rows per block, blocks}, rows a
+// multiple of `tile` (the GEMMs' tile rows) near target_rows, and blocks a
+// multiple of the threads where that evens out their work (the threads take
+// them dynamically: see parallel_dynamic).
+inline std::pair<int64_t, int64_t> row_blocks(int64_t M, int64_t tile, int64_t target_rows) {
+  const int64_t threads = at::get_num_threads();
+  int64_t rows = std::max(tile, target_rows / tile * tile);
+  int64_t blocks = (M + rows - 1) / rows;
+  blocks = (blocks + threads - 1) / threads * threads;
+  rows = ((M + blocks - 1) / blocks + tile - 1) / tile * tile;
+  return {rows, (M + rows - 1) / rows};
+}
+
+MMINCNEXT_AVX512_BEGIN
+
+// x[i, j] -> keep[i, j], then x[i, j] = gelu(x[i, j]), for m rows of n
+// columns (a multiple of 16), x with row stride n, keep (64-byte aligned)
+// with row stride ldk and written by streaming stores: it is read back in
+// the backward pass only (mlp_training.cpp).
+void gelu_rows_keep(int64_t m, int64_t n, float* x, float* keep, int64_t ldk);
+
+MMINCNEXT_AVX512_END
+
 // out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
 // activations (one chunk of Hc units at a time) take about
 // hidden_block_bytes, as many blocks for each thread. Per chunk: fc1's Hc
 // hidden units, GELU, and fc2's sums over them, added to the block's output
-// (which the first chunk starts with bias + shortcut). input(r0, m, buffer)
-// returns the rows [r0, r0 + m) of a (row stride C), possibly computed into
-// `buffer` (buffer_width floats per row).
+// (which the first chunk starts with bias + shortcut, or bias alone where
+// shortcut is null). input(r0, m, buffer) returns the rows [r0, r0 + m) of a
+// (row stride C), possibly computed into `buffer` (buffer_width floats per
+// row). Where `keep` is given, fc1's outputs before GELU go there ([M, H],
+// for the backward pass).
 template <class Input>
 void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, const float* shortcut, float* out,
-                int64_t hidden_block_bytes) {
+                int64_t hidden_block_bytes, float* keep = nullptr) {
   TORCH_CHECK(hidden_block_bytes > 0, "hidden_block_bytes must be positive");
   if (M == 0) return;  // no rows: nothing to compute (and no row blocks)
   const int64_t C = mlp.C, H = mlp.H, Hc = mlp.Hc;
   const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
-  // rows: a multiple of both kernels' tile rows, about hidden_block_bytes,
-  // and blocks a multiple of the threads where that evens out their work
-  // (the threads take them dynamically: see parallel_dynamic)
-  const int64_t tile = std::lcm(tile_rows(Hc), tile_rows(C)), threads = at::get_num_threads();
-  int64_t rows = std::max(tile, hidden_block_bytes / (Hc * 4) / tile * tile);
-  int64_t blocks = (M + rows - 1) / rows;
-  blocks = (blocks + threads - 1) / threads * threads;
-  rows = ((M + blocks - 1) / blocks + tile - 1) / tile * tile;
-  blocks = (M + rows - 1) / rows;
+  const auto [rows, blocks] = row_blocks(M, std::lcm(tile_rows(Hc), tile_rows(C)), hidden_block_bytes / (Hc * 4));
   struct Scratch {
     std::unique_ptr<float[]> hidden, buffer;
   };
@@ -173,9 +202,17 @@ void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, co
           // each call prefetches the other's first panel (fc1's: chunk
           // j + Hc, or chunk 0 for the next row block)
           const float* next_w1 = W1 + (j + Hc < H ? j + Hc : 0) * C;
-          gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
-                                   W2 + j * C, Hc * mlp.nr2);
-          if (j == 0)
+          if (keep == nullptr) {
+            gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
+                                     W2 + j * C, Hc * mlp.nr2);
+          } else {  // the pre-activations, then GELU in place and a copy to `keep`
+            gemm_rows_any<kBias>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
+                                 W2 + j * C, Hc * mlp.nr2);
+            gelu_rows_keep(m, Hc, s.hidden.get(), keep + r0 * H + j, H);
+          }
+          if (j == 0 && shortcut == nullptr)
+            gemm_rows_any<kBias>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, nullptr, 0, o, C, next_w1, C * mlp.nr1);
+          else if (j == 0)
             gemm_rows_any<kBiasResidual>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C,
                                          next_w1, C * mlp.nr1);
           else
@@ -233,5 +270,14 @@ torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, 
                              const c10::optional<torch::Tensor>& shift, const torch::Tensor& fc1_weight,
                              const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
                              const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk);
+
+std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
+                                       const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias);
+
+std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const torch::Tensor& x,
+                                        const torch::Tensor& pre, const torch::Tensor& fc1_weight,
+                                        const torch::Tensor& fc2_weight, int64_t hidden_block_bytes,
+                                        int64_t hidden_chunk);
 
 }  // namespace mmincnext

@@ -1,6 +1,7 @@
 // The exact (erf) GELU on 16 floats, through a piecewise polynomial of the
 // normal CDF, within 2.4e-7 of it, the float32 rounding of the result: the
-// epilogue of fc1 in the GEMM kernel (gemm.cpp).
+// epilogue of fc1 in the GEMM kernel (gemm.cpp); and with its derivative for
+// the backward pass (mlp_training.cpp).
 //
 // The table below is generated: `python mmincnext/ops/csrc/gelu_table.py`
 // prints it (kGeluScale, kGeluMaxAbs, kGeluQ). kGeluQ[2][0] and [4][0] are
@@ -44,17 +45,54 @@ alignas(64) inline constexpr float kGeluQ[6][16] = {
      -4.156497e-07f, -1.1957222e-07f, -2.9034991e-08f, -5.999336e-09f},
 };
 
-// 19 vector instructions; a NaN x gives a = 5.6 (min takes the second
-// operand) and a NaN result through max(0, x) (likewise).
-inline __m512 gelu512(__m512 x) {
+// q(a) = Phi(-a) for a = min(|x|, 5.6).
+inline __m512 normal_tail512(__m512 a) {
   const __m512 s = _mm512_set1_ps(kGeluScale), magic = _mm512_set1_ps(12582912.f);  // 1.5 * 2^23
-  const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
   const __m512 t = _mm512_fmadd_ps(a, s, magic);  // k = round(a s) in the low mantissa bits
   const __m512i k = _mm512_castps_si512(t);
   const __m512 u = _mm512_fmsub_ps(a, s, _mm512_sub_ps(t, magic));
   __m512 q = _mm512_permutexvar_ps(k, _mm512_load_ps(kGeluQ[5]));
   for (int d = 4; d >= 0; --d) q = _mm512_fmadd_ps(q, u, _mm512_permutexvar_ps(k, _mm512_load_ps(kGeluQ[d])));
-  return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, q));
+  return q;
+}
+
+// 19 vector instructions; a NaN x gives a = 5.6 (min takes the second
+// operand) and a NaN result through max(0, x) (likewise).
+inline __m512 gelu512(__m512 x) {
+  const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
+  return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, normal_tail512(a)));
+}
+
+// exp(t) for t <= 0 (t < -87.3 gives about 1e-38, and so does a NaN t): t = n ln 2
+// + r with |r| <= ln 2 / 2 (ln 2 in two parts), exp(r) by its degree-6
+// Taylor polynomial (relative error below 2e-7), times 2^n by vscalefps.
+inline __m512 exp_nonpositive512(__m512 t) {
+  t = _mm512_max_ps(t, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), t);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 p = _mm512_set1_ps(1.f / 720);
+  for (const float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, n);
+}
+
+// gelu(x) and its derivative Phi(x) + x phi(x) (phi the normal density),
+// for the backward pass: Phi(x) = 1 - q(|x|) for x >= 0, else q(|x|).
+// A NaN x gives NaN for both.
+inline void gelu_and_grad512(__m512 x, __m512& gelu, __m512& grad) {
+  const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
+  const __m512 q = normal_tail512(a);
+  gelu = _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, q));
+  const __mmask16 positive = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  const __m512 cdf = _mm512_mask_sub_ps(q, positive, _mm512_set1_ps(1.f), q);
+  // phi(x) = 0 from |x| = 13 on (phi(13) = 1e-37), so that x phi(x) is 0
+  // there even where x^2 overflows (a NaN x: 0 too, then NaN through x)
+  const __mmask16 inner = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(13.f), _CMP_LT_OQ);
+  const __m512 pdf = _mm512_maskz_mul_ps(
+      inner, _mm512_set1_ps(0.398942280f),
+      exp_nonpositive512(_mm512_mul_ps(_mm512_set1_ps(-0.5f), _mm512_mul_ps(x, x))));
+  grad = _mm512_fmadd_ps(x, pdf, cdf);
 }
 
 MMINCNEXT_AVX512_END

@@ -1,7 +1,8 @@
 // The GEMMs of the fused MLP: a register-blocked micro-kernel that applies
-// its epilogue (bias and GELU, bias and residual, or accumulation) before
+// its epilogue (bias and GELU, bias and residual, accumulation, ...) before
 // the store, the row driver that prefetches the next weight panel while one
-// is in use, and the packing of the weights into those panels.
+// is in use, the packing of the weights into those panels, and the kernel
+// of the weight gradients (c += a^T b).
 #include "cpu_kernels.h"
 #include "gelu.h"
 
@@ -35,12 +36,14 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
     }
   }
   for (int v = 0; v < NV; ++v) {
-    const __m512 bb = EPI == kAdd ? _mm512_setzero_ps() : _mm512_loadu_ps(bias + 16 * v);
+    const __m512 bb = has_bias(EPI) ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
     for (int i = 0; i < MR; ++i) {
-      __m512 y = EPI == kAdd ? acc[i][v] : _mm512_add_ps(acc[i][v], bb);
+      __m512 y = has_bias(EPI) ? _mm512_add_ps(acc[i][v], bb) : acc[i][v];
       if (EPI == kBiasGelu)
         y = gelu512(y);
-      else
+      else if (EPI == kMul)
+        y = _mm512_mul_ps(y, _mm512_loadu_ps(r + i * ldr + 16 * v));
+      else if (reads_r(EPI))
         y = _mm512_add_ps(y, _mm512_loadu_ps(r + i * ldr + 16 * v));
       _mm512_storeu_ps(c + i * ldc + 16 * v, y);
     }
@@ -58,7 +61,7 @@ void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
   float r_pad[MR * NR] = {0}, c_pad[MR * NR];
   for (int64_t i = 0; i < m; ++i) {
     std::memcpy(a_pad.get() + i * K, a + i * lda, K * sizeof(float));
-    if (EPI != kBiasGelu)
+    if (reads_r(EPI))
       std::memcpy(r_pad + i * NR, r + i * ldr, NR * sizeof(float));
   }
   micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR, nullptr, 0);
@@ -117,14 +120,79 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
   }
 }
 
-// The three that mlp_blocks calls.
-template void gemm_rows_any<kBiasGelu>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*,
-                                       const float*, int64_t, float*, int64_t, const float*, int64_t);
-template void gemm_rows_any<kBiasResidual>(int64_t, const float*, int64_t, const float*, int64_t, int64_t,
-                                           const float*, const float*, int64_t, float*, int64_t, const float*,
-                                           int64_t);
-template void gemm_rows_any<kAdd>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*,
-                                  const float*, int64_t, float*, int64_t, const float*, int64_t);
+#define MMINCNEXT_GEMM_ROWS(EPI)                                                                               \
+  template void gemm_rows_any<EPI>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*, \
+                                   const float*, int64_t, float*, int64_t, const float*, int64_t);
+MMINCNEXT_GEMM_ROWS(kBiasGelu)
+MMINCNEXT_GEMM_ROWS(kBiasResidual)
+MMINCNEXT_GEMM_ROWS(kAdd)
+MMINCNEXT_GEMM_ROWS(kBias)
+MMINCNEXT_GEMM_ROWS(kMul)
+MMINCNEXT_GEMM_ROWS(kStore)
+#undef MMINCNEXT_GEMM_ROWS
+
+MMINCNEXT_AVX512_BEGIN
+
+namespace {
+
+// c[MR, 16 NV] (+)= a[K, MR]^T @ b[K, 16 NV] (added where `add`), a and b
+// row-major with row strides lda and ldb: the weight gradients' products, whose reduction runs
+// over the rows of a row block (K), with a and b as computed, unpacked (a
+// block's rows of b, 16 NV columns wide, stay in L1 for all its tiles).
+template <int MR, int NV>
+inline void tn_kernel(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K, float* c, int64_t ldc,
+                      bool add) {
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[k * lda + i]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v)
+      _mm512_storeu_ps(c + i * ldc + 16 * v,
+                       add ? _mm512_add_ps(acc[i][v], _mm512_loadu_ps(c + i * ldc + 16 * v)) : acc[i][v]);
+}
+
+// tn_kernel for the last r < R rows of the output.
+template <int R, int NV>
+inline void tn_tail(int r, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K, float* c,
+                    int64_t ldc, bool add) {
+  if constexpr (R > 0) {
+    if (r == R) return tn_kernel<R, NV>(a, lda, b, ldb, K, c, ldc, add);
+    tn_tail<R - 1, NV>(r, a, lda, b, ldb, K, c, ldc, add);
+  }
+}
+
+template <int NV>
+void gemm_tn_nv(int64_t K, const float* a, int64_t lda, int64_t M, const float* b, int64_t ldb, int64_t N, float* c,
+                int64_t ldc, bool add) {
+  constexpr int MR = tile_rows_of(NV), NR = 16 * NV;
+  for (int64_t n = 0; n < N; n += NR) {
+    int64_t i = 0;
+    for (; i + MR <= M; i += MR) tn_kernel<MR, NV>(a + i, lda, b + n, ldb, K, c + i * ldc + n, ldc, add);
+    if (i < M) tn_tail<MR - 1, NV>(static_cast<int>(M - i), a + i, lda, b + n, ldb, K, c + i * ldc + n, ldc, add);
+  }
+}
+
+}  // namespace
+
+MMINCNEXT_AVX512_END
+
+void gemm_tn(int64_t K, const float* a, int64_t lda, int64_t M, const float* b, int64_t ldb, int64_t N, float* c,
+             int64_t ldc, bool add) {
+  switch (panel_vectors(N)) {
+    case 4: return gemm_tn_nv<4>(K, a, lda, M, b, ldb, N, c, ldc, add);
+    case 3: return gemm_tn_nv<3>(K, a, lda, M, b, ldb, N, c, ldc, add);
+    case 2: return gemm_tn_nv<2>(K, a, lda, M, b, ldb, N, c, ldc, add);
+    default: return gemm_tn_nv<1>(K, a, lda, M, b, ldb, N, c, ldc, add);
+  }
+}
 
 MMINCNEXT_AVX512_BEGIN
 

@@ -1,0 +1,193 @@
+"""mmincnext.ops.training and the training MLP kernels (mlp_forward,
+mlp_backward): outputs and all five gradients equal float64 autograd (every
+register blocking, row-block and tile remainders, hidden chunks, with and
+without the residual); GELU's derivative across its range; the same bits on
+every run; where the backbone uses them in training, and that its outputs and
+gradients equal PyTorch's path; clear errors on bad input."""
+import pytest
+import torch
+import torch.nn.functional as F
+from ops_helpers import needs_kernel, random_mlp, rel_err
+
+from mmincnext import ops
+from mmincnext.models.backbones.inception_next import InceptionNeXt
+
+
+def autograd_reference(x, shortcut, w1, b1, w2, b2, grad_out):
+    """Output, pre-activations and the gradients of x, w1, b1, w2, b2 in
+    float64."""
+    leaves = [t.double().requires_grad_() for t in (x, w1, b1, w2, b2)]
+    x64, w1_64, b1_64, w2_64, b2_64 = leaves
+    pre = F.linear(x64, w1_64, b1_64)
+    out = F.linear(F.gelu(pre), w2_64, b2_64)
+    if shortcut is not None:
+        out = out + shortcut.double()
+    out.backward(grad_out.double())
+    return out.detach(), pre.detach(), [t.grad for t in leaves]
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    'rows,channels,hidden,chunk,with_shortcut',
+    [
+        (1, 64, 256, 0, True),       # one row: padded remainder tiles only
+        (2000, 96, 384, 0, True),    # stage 0 widths: row blocks, remainder
+        (2000, 96, 384, 0, False),   # without the residual (stochastic depth)
+        (61, 192, 768, 0, True),     # stage 1 widths
+        (50, 32, 128, 0, False),     # 32-column panels
+        (30, 16, 80, 0, True),       # 16 channels: below one tile of rows
+        (77, 80, 320, 16, True),     # 20 chunks of 16 units; 80 = 6 x 13 + 2
+        (130, 384, 1536, 0, True),   # stage 2 widths: 4 chunks of 384
+    ])
+def test_mlp_kernels_equal_float64_autograd(rows, channels, hidden, chunk,
+                                            with_shortcut):
+    x, shortcut, w1, b1, w2, b2 = random_mlp(rows, channels, hidden)
+    shortcut = shortcut if with_shortcut else None
+    grad_out = torch.randn(rows, channels,
+                           generator=torch.Generator().manual_seed(1))
+    out_ref, pre_ref, grads_ref = autograd_reference(x, shortcut, w1, b1, w2,
+                                                     b2, grad_out)
+    out, pre = ops.mlp_forward(x, shortcut, w1, b1, w2, b2)
+    assert rel_err(out, out_ref) < 1e-5 and rel_err(pre, pre_ref) < 1e-5
+    sizes = dict(hidden_block_bytes=24 * chunk * 4) if chunk else {}
+    grads = ops.mlp_backward(grad_out, x, pre, w1, w2, hidden_chunk=chunk,
+                             **sizes)
+    names = ('x', 'fc1_weight', 'fc1_bias', 'fc2_weight', 'fc2_bias')
+    for name, grad, ref in zip(names, grads, grads_ref):
+        assert grad.shape == ref.shape and grad.dtype == torch.float32, name
+        # float32 rounding: 1e-7 to 1e-6 here
+        assert rel_err(grad, ref) < 1e-5, (name, rel_err(grad, ref))
+
+
+@needs_kernel
+def test_gelu_derivative_is_exact_over_its_range():
+    """With identity weights and ones as the output gradient, grad_x is
+    GELU's derivative at x: within 1e-6 of float64 autograd from -100 to
+    100 and at the largest floats (where it is 0 or 1); NaN stays NaN."""
+    special = [0., -0., 1e-30, -1e-30, 5.6, -5.6, 5.61, -5.61, 9.5, -9.5,
+               1e4, -1e4, 3.4e38, -3.4e38]
+    x = torch.cat([torch.linspace(-100, 100, 16 * 4001),
+                   torch.tensor(special * 16 + [float('nan')] * 16)])
+    x = x.view(-1, 16)
+    eye, zeros = torch.eye(16), torch.zeros(16)
+    _, pre = ops.mlp_forward(x, None, eye, zeros, eye, zeros)
+    grad_x = ops.mlp_backward(torch.ones_like(x), x, pre, eye, eye)[0]
+    x64 = x[:-1].double().requires_grad_()
+    F.gelu(x64).sum().backward()
+    assert torch.isnan(grad_x[-1]).all()
+    err = (grad_x[:-1].double() - x64.grad).abs()
+    assert err.max() < 1e-6, err.max()
+
+
+@needs_kernel
+def test_backward_gives_the_same_bits_on_every_run():
+    """Each thread sums the weight gradients of a fixed lane of row blocks,
+    whichever thread takes it: the same bits on every run; on one thread
+    (one lane) the same values within float32 rounding."""
+    x, _, w1, b1, w2, b2 = random_mlp(3000, 96, 384)
+    grad_out = torch.randn_like(x)
+    _, pre = ops.mlp_forward(x, None, w1, b1, w2, b2)
+    runs = [ops.mlp_backward(grad_out, x, pre, w1, w2) for _ in range(3)]
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = ops.mlp_backward(grad_out, x, pre, w1, w2)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(serial, runs[0]):
+        assert rel_err(a, b.double()) < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize('case,match', [
+    ('grad_out shape', r'grad_out must be \[8, 32\]'),
+    ('pre shape', r'pre must be \[8, 128\]'),
+    ('float64', 'grad_out must be a float32'),
+    ('non-contiguous', 'x must be contiguous'),
+    ('weight shape', 'weight shapes do not match'),
+])
+def test_mlp_backward_rejects_bad_input(case, match):
+    x, _, w1, b1, w2, b2 = random_mlp(8, 32, 128)
+    _, pre = ops.mlp_forward(x, None, w1, b1, w2, b2)
+    grad_out = torch.randn_like(x)
+    if case == 'grad_out shape':
+        grad_out = grad_out[:4]
+    elif case == 'pre shape':
+        pre = pre[:, :64].contiguous()
+    elif case == 'float64':
+        grad_out = grad_out.double()
+    elif case == 'non-contiguous':
+        x = torch.randn(32, 8).t()
+    elif case == 'weight shape':
+        w2 = w2[:16].contiguous()
+    with pytest.raises(RuntimeError, match=match):
+        ops.mlp_backward(grad_out, x, pre, w1, w2)
+
+
+def train_step(model, x):
+    model.zero_grad()
+    outs = model(x)
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+        for o in outs).backward()
+    return outs, {n: p.grad for n, p in model.named_parameters()}
+
+
+@needs_kernel
+@pytest.mark.parametrize('drop_path_rate', [0., 0.3])
+def test_training_runs_the_kernels_and_equals_pytorch(monkeypatch,
+                                                      drop_path_rate):
+    """InceptionNeXt-T in training: stages 0-2 (weights of at most 6 MiB)
+    take the fused kernels, stage 3 does not; outputs and every parameter's
+    gradient equal the model without the kernels (with stochastic depth: the
+    same random masks, the residual sum outside the kernel)."""
+    calls = []
+    forward = ops.kernels.mlp_forward
+
+    def counted(x, *args):
+        calls.append(x.shape[1])
+        return forward(x, *args)
+
+    monkeypatch.setattr(ops.kernels, 'mlp_forward', counted)
+    torch.manual_seed(0)
+    model = InceptionNeXt('tiny', drop_path_rate=drop_path_rate,
+                          layer_scale_init_value=0.5).train()
+    plain = InceptionNeXt('tiny', drop_path_rate=drop_path_rate,
+                          cpu_kernels=False).train()
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(1)
+    outs, grads = train_step(model, x)
+    assert calls == [96] * 3 + [192] * 3 + [384] * 9
+    torch.manual_seed(1)
+    outs_ref, grads_ref = train_step(plain, x)
+    for out, ref in zip(outs, outs_ref):
+        assert rel_err(out, ref.double()) < 1e-5
+    # the biases of convs before a BatchNorm (stem, token mixers) have
+    # gradient 0 up to rounding noise: that noise must stay as small
+    noise = 1e-5 * max(ref.abs().max() for ref in grads_ref.values())
+    for name, ref in grads_ref.items():
+        if ref.abs().max() < noise:
+            assert grads[name].abs().max() < noise, name
+        else:
+            assert rel_err(grads[name], ref.double()) < 1e-4, name
+
+
+@needs_kernel
+def test_kernels_apply_only_where_they_can():
+    model = InceptionNeXt('tiny').train()
+    block = model.stages[0].blocks[0]
+    x = torch.rand(2, 96, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert ops.mlp_training_applies(block, x)
+    assert not ops.mlp_training_applies(block, x.contiguous())  # NCHW memory
+    assert not ops.mlp_training_applies(block, x.double())
+    assert not ops.mlp_training_applies(block, x, max_weight_bytes=2**10)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not ops.mlp_training_applies(block, x)
+    block.cpu_kernels = False
+    assert not ops.mlp_training_applies(block, x)
+    stage3 = torch.rand(2, 768, 2, 2).contiguous(
+        memory_format=torch.channels_last)
+    assert not ops.mlp_training_applies(model.stages[3].blocks[0], stage3)
