@@ -10,9 +10,10 @@ Backbone mode (default) compares, at the same size (``--arch``):
 * ``InceptionNeXt deploy`` -- the same after ``switch_to_deploy()`` (BN
   folded; inference only);
 * ``InceptionNeXt unfused`` / ``InceptionNeXt deploy unfused`` -- both with
-  ``cpu_kernels=False``: PyTorch's token mixer and oneDNN's GEMMs everywhere
-  instead of mmincnext's compiled kernels (inference only, not in the
-  default list: ``--models ours unfused deploy deploy_unfused convnext``);
+  ``cpu_kernels=False``: PyTorch's token mixer and oneDNN's (or MKL's)
+  GEMMs everywhere instead of mmincnext's compiled kernels, in inference and
+  (``unfused``) in the train step (not in the default list:
+  ``--models ours unfused deploy deploy_unfused convnext``);
 * ``InceptionNeXt official`` -- timm's ``inception_next_<arch>`` (the official
   code), loaded with the *same* weights; its four stage outputs are computed
   with ``forward_intermediates``;
@@ -114,7 +115,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 BACKBONE_MODELS = ('ours', 'deploy', 'unfused', 'deploy_unfused', 'official',
                    'convnext', 'convnext_timm')
 DEFAULT_MODELS = ('ours', 'deploy', 'official', 'convnext', 'convnext_timm')
-INFERENCE_ONLY = ('deploy', 'unfused', 'deploy_unfused')
+INFERENCE_ONLY = ('deploy', 'deploy_unfused')
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16',
                torch.float16: 'fp16'}
 LABELS = {
@@ -501,7 +502,7 @@ def backbone_steps(models, x, args, mode):
                     model(x)
         else:
             if name in INFERENCE_ONLY:
-                continue  # deploy: inference-only; unfused: = ours
+                continue  # deploy: inference only
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
