@@ -123,6 +123,10 @@ MMINCNEXT_AVX512_BEGIN
 // multiples of 16).
 void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out);
 
+// The same panels from W^T [chunks K, N] (row stride ldt).
+void pack_panels_of_transposed(const float* wt, int64_t ldt, int64_t N, int64_t K, int64_t chunks, int64_t NR,
+                               float* out);
+
 MMINCNEXT_AVX512_END
 
 // ---------------------------------------------------------------------------
@@ -144,9 +148,12 @@ struct Mlp {
 
 // Validates the MLP's weights for C input channels and packs them for
 // hidden chunks of hidden_chunk units (0: chosen by the weights' size).
+// Where `transposed`, the two weights are given as their transposes, fc1's
+// as [C, H] and fc2's as [H, C] (the backward pass's GEMMs, whose weights
+// are the forward's fc2 and fc1).
 Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
              const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
-             const char* op);
+             const char* op, bool transposed = false);
 
 // Row blocks of M rows for the threads: {rows per block, blocks}, rows a
 // multiple of `tile` (the GEMMs' tile rows) near target_rows, and blocks a

@@ -40,10 +40,13 @@ int64_t auto_hidden_chunk(int64_t C, int64_t H) {
 
 Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
              const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
-             const char* op) {
+             const char* op, bool transposed) {
   for (const auto* t : {&fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias}) check_contiguous(*t, op, "an MLP weight");
-  const int64_t H = fc1_weight.size(0);
-  TORCH_CHECK(fc1_weight.sizes() == at::IntArrayRef({H, C}) && fc2_weight.sizes() == at::IntArrayRef({C, H}) &&
+  TORCH_CHECK(fc1_weight.dim() == 2, op, ": weight shapes do not match x");
+  const int64_t H = fc1_weight.size(transposed ? 1 : 0);
+  const std::vector<int64_t> hc{H, C}, ch{C, H};
+  TORCH_CHECK(fc1_weight.sizes() == at::IntArrayRef(transposed ? ch : hc) &&
+                  fc2_weight.sizes() == at::IntArrayRef(transposed ? hc : ch) &&
                   fc1_bias.numel() == H && fc2_bias.numel() == C,
               op, ": weight shapes do not match x");
   TORCH_CHECK(C % 16 == 0 && H % 16 == 0, op, ": channels must be multiples of 16");
@@ -53,8 +56,13 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
   Mlp mlp{torch::empty({H * C}, fc1_weight.options()), torch::empty({C * H}, fc2_weight.options()),
           fc1_bias.data_ptr<float>(), fc2_bias.data_ptr<float>(), C, H, Hc, 16 * panel_vectors(Hc),
           16 * panel_vectors(C)};
-  pack_panels(fc1_weight.data_ptr<float>(), C, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>());
-  pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>());
+  if (transposed) {
+    pack_panels_of_transposed(fc1_weight.data_ptr<float>(), H, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>());
+    pack_panels_of_transposed(fc2_weight.data_ptr<float>(), C, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>());
+  } else {
+    pack_panels(fc1_weight.data_ptr<float>(), C, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>());
+    pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>());
+  }
   return mlp;
 }
 

@@ -245,6 +245,18 @@ void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chun
   });
 }
 
+// The same panels from W^T [chunks K, N] (row stride ldt): out[c][p][k] is
+// row c K + k of W^T from column p NR on, a copy.
+void pack_panels_of_transposed(const float* wt, int64_t ldt, int64_t N, int64_t K, int64_t chunks, int64_t NR,
+                               float* out) {
+  const int64_t panels = N / NR;
+  parallel_dynamic(chunks * panels, [&](int64_t t) {
+    const int64_t c = t / panels, p = t % panels;
+    float* dst = out + (c * panels + p) * K * NR;
+    for (int64_t k = 0; k < K; ++k) std::memcpy(dst + k * NR, wt + (c * K + k) * ldt + p * NR, NR * sizeof(float));
+  });
+}
+
 MMINCNEXT_AVX512_END
 
 }  // namespace mmincnext

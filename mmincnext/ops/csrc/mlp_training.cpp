@@ -7,7 +7,7 @@
 // the six GEMMs of the forward and backward pass alone, with GELU and its
 // derivative as passes of their own, so every [M, H] tensor makes round
 // trips through memory, and at C = 96 or 192 their kernels run far below
-// their large-GEMM rate (stage 0's MLP trains at about a quarter of it).
+// their large-GEMM rate (docs/speed.md has the measurements).
 //
 // mlp_forward is fused_mlp's row-block pass (mlp_blocks) that also writes
 // `pre` for the backward pass. mlp_backward takes row blocks whose hidden
@@ -17,7 +17,7 @@
 //     d_pre = (grad_out @ fc2) * gelu'  (GEMM, the product in its epilogue)
 //     grad_x (+)= d_pre @ fc1           (GEMM)
 //     grad_fc1^T += x^T @ d_pre, grad_fc2 += grad_out^T @ gelu(pre)
-//                                        (gemm_tn_add, per-thread sums)
+//                                        (gemm_tn, per-lane sums)
 //     and the bias gradients (column sums)
 //
 // so that only x, grad_out, pre and grad_x travel to and from memory. The
@@ -114,11 +114,10 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   check_rows(pre, M, H, "pre");
   at::NoGradGuard no_grad;
   // d_pre = grad_out @ fc2 and grad_x = d_pre @ fc1 are the forward GEMMs
-  // with fc2^T and fc1^T as weights: packed alike, in the same hidden
-  // chunks (biases unused)
+  // with fc2^T and fc1^T as weights: packed alike from fc2 and fc1, in the
+  // same hidden chunks (biases unused)
   const torch::Tensor zeros_h = torch::zeros({H}, x.options()), zeros_c = torch::zeros({C}, x.options());
-  const Mlp mlp = make_mlp(C, fc2_weight.t().contiguous(), zeros_h, fc1_weight.t().contiguous(), zeros_c,
-                           hidden_chunk, "mlp_backward");
+  const Mlp mlp = make_mlp(C, fc2_weight, zeros_h, fc1_weight, zeros_c, hidden_chunk, "mlp_backward", true);
   const int64_t Hc = mlp.Hc, chunks = H / Hc;
   const float *Wg = mlp.w1.data_ptr<float>(), *Wx = mlp.w2.data_ptr<float>();
   const float *X = x.data_ptr<float>(), *G = grad_out.data_ptr<float>(), *P = pre.data_ptr<float>();
