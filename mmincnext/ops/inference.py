@@ -231,18 +231,23 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
                     and t.dtype == tensors[0].dtype for t in tensors))
 
 
-def _cpu_kernels_apply(x: torch.Tensor) -> bool:
-    """Whether the compiled kernels can take the block input ``x``: they
-    are built and supported by the CPU, no autograd, not under
-    ``torch.compile`` / tracing, and ``x`` is a float32 CPU tensor in dense
+def _kernels_take(x: torch.Tensor) -> bool:
+    """Whether the compiled kernels can take ``x``: they are built and
+    supported by the CPU, not under ``torch.compile`` / tracing (checked
+    first), and ``x`` is an ``[N, C, H, W]`` float32 CPU tensor in dense
     channels-last memory."""
     if not _eager() or x.dim() != 4:
         return False
     n, c, h, w = x.shape
-    return (not torch.is_grad_enabled()
-            and kernels.cpu_kernels_available()
+    return (kernels.cpu_kernels_available()
             and x.device.type == 'cpu' and x.dtype == torch.float32
             and x.stride() == (h * w * c, 1, w * c, c))
+
+
+def _cpu_kernels_apply(x: torch.Tensor) -> bool:
+    """Whether the inference kernels can take the block input ``x``
+    (:func:`_kernels_take`, and no autograd)."""
+    return _kernels_take(x) and not torch.is_grad_enabled()
 
 
 def _fused_mlp_fits(w1: torch.Tensor, max_weight_bytes: int) -> bool:

@@ -23,8 +23,8 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from . import kernels
-from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _eager,
-                        _fused_mlp_fits)
+from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _fused_mlp_fits,
+                        _kernels_take)
 
 __all__ = ['mlp_training', 'mlp_training_applies']
 
@@ -63,13 +63,8 @@ def mlp_training_applies(
     tensor in dense channels-last memory, and the MLP fits the fused
     kernels (channels multiples of 16, weights of at most
     ``max_weight_bytes``: beyond that oneDNN is faster)."""
-    if not (block.cpu_kernels and _eager()) or x.dim() != 4:
-        return False
-    n, c, h, w = x.shape
-    return (kernels.cpu_kernels_available() and x.device.type == 'cpu'
-            and x.dtype == torch.float32
+    return (block.cpu_kernels and _kernels_take(x)
             and not torch.is_autocast_enabled('cpu')
-            and x.stride() == (h * w * c, 1, w * c, c)
             and _fused_mlp_fits(block.mlp.fc1.weight.flatten(1),
                                 max_weight_bytes))
 

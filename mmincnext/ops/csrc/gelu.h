@@ -56,11 +56,16 @@ inline __m512 normal_tail512(__m512 a) {
   return q;
 }
 
+// gelu(x) = max(x, 0) - a q(a) from a = min(|x|, 5.6) and q(a).
+inline __m512 gelu_of_tail512(__m512 x, __m512 a, __m512 q) {
+  return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, q));
+}
+
 // 19 vector instructions; a NaN x gives a = 5.6 (min takes the second
 // operand) and a NaN result through max(0, x) (likewise).
 inline __m512 gelu512(__m512 x) {
   const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
-  return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, normal_tail512(a)));
+  return gelu_of_tail512(x, a, normal_tail512(a));
 }
 
 // exp(t) for t <= 0 (t < -87.3 gives about 1e-38, and so does a NaN t): t = n ln 2
@@ -83,7 +88,7 @@ inline __m512 exp_nonpositive512(__m512 t) {
 inline void gelu_and_grad512(__m512 x, __m512& gelu, __m512& grad) {
   const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
   const __m512 q = normal_tail512(a);
-  gelu = _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, q));
+  gelu = gelu_of_tail512(x, a, q);
   const __mmask16 positive = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
   const __m512 cdf = _mm512_mask_sub_ps(q, positive, _mm512_set1_ps(1.f), q);
   // phi(x) = 0 from |x| = 13 on (phi(13) = 1e-37), so that x phi(x) is 0
