@@ -238,10 +238,9 @@ def _kernels_take(x: torch.Tensor) -> bool:
     channels-last memory."""
     if not _eager() or x.dim() != 4:
         return False
-    n, c, h, w = x.shape
     return (kernels.cpu_kernels_available()
             and x.device.type == 'cpu' and x.dtype == torch.float32
-            and x.stride() == (h * w * c, 1, w * c, c))
+            and x.permute(0, 2, 3, 1).is_contiguous())  # an NHWC buffer
 
 
 def _cpu_kernels_apply(x: torch.Tensor) -> bool:

@@ -5,9 +5,10 @@
 a C++ compiler. Without it, or on a CPU without AVX-512, every model runs on
 PyTorch's own kernels with the same results; :func:`cpu_kernels_available`
 tells which. All kernels take float32 and run without autograd: the
-inference kernels, and the forward and backward halves of the training MLP
-(:func:`mlp_forward`, :func:`mlp_backward`), which
-:mod:`mmincnext.ops.training` wraps in an autograd function. Where the
+inference kernels, the token mixer's backward pass (:func:`mixer_backward`;
+its forward pass is :func:`inception_mixer`) and the forward and backward
+halves of the training MLP (:func:`mlp_forward`, :func:`mlp_backward`),
+which :mod:`mmincnext.ops.training` wraps in autograd functions. Where the
 backbone uses them is decided in :mod:`mmincnext.ops.inference` and
 :mod:`mmincnext.ops.training`.
 """
@@ -114,6 +115,28 @@ def metanext_block(x, mixer, scale, shift, fc1_weight, fc1_bias, fc2_weight,
     return _extension('metanext_block')(x, *_mixer_args(mixer), scale, shift,
                                         fc1_weight, fc1_bias, fc2_weight,
                                         fc2_bias)
+
+
+def mixer_backward(grad_y, x, w_hw, w_w, w_h):
+    """The gradients of :func:`inception_mixer` without the affine (the
+    token mixer in training) with respect to ``x`` and the three convs'
+    weights and biases: ``grad_x`` in one pass over ``grad_y`` (the mixer
+    with flipped kernels), the weight and bias sums in one pass over the
+    conv branches' channels, in a fixed number of lanes of image rows
+    added in order (the same bits on any number of threads).
+
+    Args:
+        grad_y (Tensor): ``[N, C, H, W]``, contiguous in channels-last
+            memory.
+        x (Tensor): The mixer's input, like ``grad_y``.
+        w_hw, w_w, w_h (Tensor): The weights of ``dwconv_hw``, ``dwconv_w``
+            and ``dwconv_h``.
+
+    Returns:
+        tuple[Tensor, ...]: ``grad_x`` (channels-last), then the weight
+        and bias gradients of ``dwconv_hw``, ``dwconv_w``, ``dwconv_h``.
+    """
+    return tuple(_extension('mixer_backward')(grad_y, x, w_hw, w_w, w_h))
 
 
 def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):

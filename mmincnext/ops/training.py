@@ -1,22 +1,33 @@
-"""The MLP of a MetaNeXt block with autograd on mmincnext's compiled CPU
-kernels (training).
+"""The token mixer and the MLP of a MetaNeXt block with autograd on
+mmincnext's compiled CPU kernels (training).
 
-oneDNN and MKL run the six GEMMs of the MLP's forward and backward pass one
-by one, with GELU and its derivative as passes of their own; at stage 0 and
-1 widths (C = 96, 192) their kernels run at a fraction of their large-GEMM
-rate and every ``[M, 4C]`` tensor makes round trips through memory. The
-kernels ``mlp_forward`` / ``mlp_backward`` (``csrc/mlp_training.cpp``) do
-the forward pass in row blocks whose hidden activations stay in L2 (keeping
-the pre-activations for backward) and the whole backward pass per row block
-and chunk of hidden units, so that only the inputs, output gradients and
-pre-activations travel to and from memory. No library offers such a fused
-training MLP for the CPU, hence the kernels.
+The token mixer: PyTorch runs the three depthwise convs on copies of strided
+channel slices and a cat, forward and backward. :func:`mixer_training` runs
+the forward pass as the inference kernel ``inception_mixer`` (one pass over
+the pixels) and the backward pass as ``mixer_backward``
+(``csrc/mixer_training.cpp``): the input gradient as the mixer with flipped
+kernels over the output gradient, the weight and bias gradients as sums
+over the conv branches' channels. It saves the mixer's input, not copies of
+its slices. No library has a fused depthwise Inception mixer, hence the
+kernels.
 
-:func:`mlp_training_applies` says where they run (the block's
-``cpu_kernels``; float32 CPU tensors in dense channels-last memory; eager,
-no autocast; the MLP's weights as for the fused inference MLP);
-``MetaNeXtBlock.forward`` then calls :func:`mlp_training`. Gradients equal
-PyTorch's within float32 rounding.
+The MLP: oneDNN and MKL run the six GEMMs of the MLP's forward and backward
+pass one by one, with GELU and its derivative as passes of their own; at
+stage 0 and 1 widths (C = 96, 192) their kernels run at a fraction of their
+large-GEMM rate and every ``[M, 4C]`` tensor makes round trips through
+memory. The kernels ``mlp_forward`` / ``mlp_backward``
+(``csrc/mlp_training.cpp``) do the forward pass in row blocks whose hidden
+activations stay in L2 (keeping the pre-activations for backward) and the
+whole backward pass per row block and chunk of hidden units, so that only
+the inputs, output gradients and pre-activations travel to and from memory.
+No library offers such a fused training MLP for the CPU, hence the kernels.
+
+:func:`mixer_training_applies` and :func:`mlp_training_applies` say where
+they run (the block's ``cpu_kernels``; float32 CPU tensors in dense
+channels-last memory; eager, no autocast; for the MLP, weights as for the
+fused inference MLP); ``MetaNeXtBlock.forward`` then calls
+:func:`mixer_training` and :func:`mlp_training`. Gradients equal PyTorch's
+within float32 rounding.
 """
 import torch
 import torch.nn as nn
@@ -26,7 +37,62 @@ from . import kernels
 from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _fused_mlp_fits,
                         _kernels_take)
 
-__all__ = ['mlp_training', 'mlp_training_applies']
+__all__ = [
+    'mixer_training', 'mixer_training_applies', 'mlp_training',
+    'mlp_training_applies'
+]
+
+
+class _InceptionMixer(torch.autograd.Function):
+    """The token mixer ``mixer`` on ``x``, its parameters given as inputs
+    for autograd."""
+
+    @staticmethod
+    def forward(ctx, x, mixer, w_hw, b_hw, w_w, b_w, w_h, b_h):
+        ctx.save_for_backward(x, w_hw, w_w, w_h)
+        return kernels.inception_mixer(x, mixer)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, w_hw, w_w, w_h = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
+        grad_x, *grad_params = kernels.mixer_backward(grad_y, x, w_hw, w_w,
+                                                      w_h)
+        return (grad_x, None, *grad_params)
+
+
+def _training_kernels_take(block: nn.Module, x: torch.Tensor) -> bool:
+    """The block's ``cpu_kernels`` is on and the kernels can take ``x``
+    outside CPU autocast."""
+    return (block.cpu_kernels and _kernels_take(x)
+            and not torch.is_autocast_enabled('cpu'))
+
+
+def mixer_training_applies(block: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :func:`mixer_training` runs ``block``'s token mixer on the
+    block input ``x`` (``[N, C, H, W]``): the block's ``cpu_kernels`` is
+    on, the kernels are built and supported by the CPU, not under
+    ``torch.compile``, tracing or CPU autocast, and ``x`` is a float32 CPU
+    tensor in dense channels-last memory."""
+    return _training_kernels_take(block, x)
+
+
+def mixer_training(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``mixer(x)`` with autograd on the compiled kernels, where
+    :func:`mixer_training_applies`.
+
+    Args:
+        mixer (InceptionDWConv2d): The token mixer.
+        x (Tensor): ``[N, C, H, W]``, dense channels-last.
+
+    Returns:
+        Tensor: ``[N, C, H, W]`` in channels-last memory.
+    """
+    return _InceptionMixer.apply(x, mixer, mixer.dwconv_hw.weight,
+                                 mixer.dwconv_hw.bias, mixer.dwconv_w.weight,
+                                 mixer.dwconv_w.bias, mixer.dwconv_h.weight,
+                                 mixer.dwconv_h.bias)
 
 
 class _FusedMlp(torch.autograd.Function):
@@ -63,8 +129,7 @@ def mlp_training_applies(
     tensor in dense channels-last memory, and the MLP fits the fused
     kernels (channels multiples of 16, weights of at most
     ``max_weight_bytes``: beyond that oneDNN is faster)."""
-    return (block.cpu_kernels and _kernels_take(x)
-            and not torch.is_autocast_enabled('cpu')
+    return (_training_kernels_take(block, x)
             and _fused_mlp_fits(block.mlp.fc1.weight.flatten(1),
                                 max_weight_bytes))
 

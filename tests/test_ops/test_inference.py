@@ -67,8 +67,8 @@ KERNELS = ('metanext_block', 'inception_mixer', 'fused_mlp')
 def test_backbone_uses_the_kernels_where_they_apply(arch, deploy, norm,
                                                      expected):
     """Each kernel runs exactly where it applies; outputs equal
-    ``cpu_kernels=False``. Autograd and ``cpu_kernels=False`` never call
-    them."""
+    ``cpu_kernels=False``, which never calls them. With autograd only the
+    token mixers take a kernel (their training path)."""
     norm_cfg = dict(type='BN') if norm == 'BN' else dict(type='GN',
                                                          num_groups=4)
     model = randomized(InceptionNeXt(arch, norm_cfg=norm_cfg))
@@ -85,9 +85,16 @@ def test_backbone_uses_the_kernels_where_they_apply(arch, deploy, norm,
             outs = model(x)
             assert calls == expected
             refs = plain(x)
-        if not deploy:
-            model(x)  # autograd path
         assert calls == expected
+        if not deploy:
+            for spied in calls.values():
+                spied.clear()
+            model(x)  # autograd path
+            assert calls == dict(
+                metanext_block=[], fused_mlp=[],
+                inception_mixer=[block.mlp.fc1.in_channels
+                                 for stage in model.stages
+                                 for block in stage.blocks])
     for out, ref in zip(outs, refs):
         assert rel_err(out, ref.double()) < 1e-5
 

@@ -1,16 +1,119 @@
-"""mmincnext.ops.training and the training MLP kernels (mlp_forward,
-mlp_backward): outputs and all five gradients equal float64 autograd (every
-register blocking, row-block and tile remainders, hidden chunks, with and
-without the residual); GELU's derivative across its range; the same bits on
-every run; where the backbone uses them in training, and that its outputs and
-gradients equal PyTorch's path; clear errors on bad input."""
+"""mmincnext.ops.training and the training kernels of the token mixer
+(mixer_backward) and the MLP (mlp_forward, mlp_backward): outputs and all
+gradients equal float64 autograd (the mixer on every image-edge case, tap
+group and channel remainder; the MLP on every register blocking, row-block
+and tile remainders, hidden chunks, with and without the residual); GELU's
+derivative across its range; the same bits on every run; where the backbone
+uses them in training, and that its outputs and gradients equal PyTorch's
+path; clear errors on bad input."""
 import pytest
 import torch
 import torch.nn.functional as F
 from ops_helpers import needs_kernel, random_mlp, rel_err
 
 from mmincnext import ops
-from mmincnext.models.backbones.inception_next import InceptionNeXt
+from mmincnext.models.backbones.inception_next import (InceptionDWConv2d,
+                                                       InceptionNeXt)
+
+
+def random_mixer(n, c, h, w, ratio=0.125, band=11, square=3, seed=0):
+    """A token mixer with standard-normal parameters, its input and an
+    output gradient (channels-last)."""
+    gen = torch.Generator().manual_seed(seed)
+    mixer = InceptionDWConv2d(c, square, band, ratio)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    x, grad_y = (torch.randn(n, c, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last) for _ in range(2))
+    return mixer, x, grad_y
+
+
+def mixer_grads(mixer):
+    return [p.grad for p in (mixer.dwconv_hw.weight, mixer.dwconv_hw.bias,
+                             mixer.dwconv_w.weight, mixer.dwconv_w.bias,
+                             mixer.dwconv_h.weight, mixer.dwconv_h.bias)]
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    'shape,ratio,band,square',
+    [
+        ((2, 96, 56, 56), 0.125, 11, 3),  # stage 0: 12 channels per branch
+        ((2, 384, 14, 14), 0.125, 11, 3),  # stage 2: 48 = 3 x 16
+        ((1, 768, 7, 7), 0.125, 11, 3),   # stage 3: bands wider than the image
+        ((1, 16, 1, 1), 0.25, 11, 3),     # one pixel: every tap but the centre
+        ((3, 40, 5, 13), 0.25, 11, 3),    # 10 channels, H < band < W
+        ((1, 200, 9, 30), 0.125, 7, 5),   # other kernels; 25 = 16 + 9
+        ((1, 48, 20, 3), 0.25, 25, 7),    # band of 25: tap groups 12, 12, 1
+    ])
+def test_mixer_kernels_equal_float64_autograd(shape, ratio, band, square):
+    mixer, x, grad_y = random_mixer(*shape, ratio, band, square)
+    ref = InceptionDWConv2d(shape[1], square, band, ratio).double()
+    ref.load_state_dict(mixer.state_dict())
+    x64 = x.double().requires_grad_()
+    y_ref = ref(x64)
+    y_ref.backward(grad_y.double())
+    x = x.clone().requires_grad_()
+    y = ops.mixer_training(mixer, x)
+    y.backward(grad_y)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(y, y_ref.detach()) < 1e-6
+    assert rel_err(x.grad, x64.grad) < 1e-6
+    names = ('w_hw', 'b_hw', 'w_w', 'b_w', 'w_h', 'b_h')
+    for name, grad, ref_grad in zip(names, mixer_grads(mixer),
+                                    mixer_grads(ref)):
+        assert grad.shape == ref_grad.shape, name
+        # float32 rounding: about 1e-7 here
+        assert rel_err(grad, ref_grad) < 1e-6, (name, rel_err(grad, ref_grad))
+
+
+@needs_kernel
+def test_mixer_backward_gives_the_same_bits_on_any_number_of_threads():
+    """The weight and bias sums go in a fixed number of lanes of image rows,
+    added in order: the same bits on every run and on one thread."""
+    mixer, x, grad_y = random_mixer(4, 96, 24, 24)
+    weights = (mixer.dwconv_hw.weight, mixer.dwconv_w.weight,
+               mixer.dwconv_h.weight)
+    runs = [ops.mixer_backward(grad_y, x, *weights) for _ in range(3)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        runs.append(ops.mixer_backward(grad_y, x, *weights))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize('case,match', [
+    ('grad_y shape', r"grad_y must have x's shape \[2, 32, 6, 6\]"),
+    ('grad_y NCHW', 'grad_y must be contiguous in channels-last memory'),
+    ('x float64', 'x must be a float32'),
+    ('weight channels', r'dwconv_w weight must be \[gc, 1, 1, k\]'),
+    ('weight dims', 'conv weights must be 4-d'),
+])
+def test_mixer_backward_rejects_bad_input(case, match):
+    mixer, x, grad_y = random_mixer(2, 32, 6, 6, ratio=0.25)
+    w_hw, w_w, w_h = (mixer.dwconv_hw.weight, mixer.dwconv_w.weight,
+                      mixer.dwconv_h.weight)
+    if case == 'grad_y shape':
+        grad_y = grad_y[:, :, :4, :4].contiguous(
+            memory_format=torch.channels_last)
+    elif case == 'grad_y NCHW':
+        grad_y = grad_y.contiguous()
+    elif case == 'x float64':
+        x = x.double()
+    elif case == 'weight channels':
+        w_w = w_w[:4].contiguous()
+    elif case == 'weight dims':
+        w_h = w_h.flatten(1)
+    with pytest.raises(RuntimeError, match=match):
+        ops.mixer_backward(grad_y, x, w_hw.detach(), w_w.detach(),
+                           w_h.detach())
 
 
 def autograd_reference(x, shortcut, w1, b1, w2, b2, grad_out):
@@ -139,18 +242,23 @@ def train_step(model, x):
 @pytest.mark.parametrize('drop_path_rate', [0., 0.3])
 def test_training_runs_the_kernels_and_equals_pytorch(monkeypatch,
                                                       drop_path_rate):
-    """InceptionNeXt-T in training: stages 0-2 (weights of at most 6 MiB)
-    take the fused kernels, stage 3 does not; outputs and every parameter's
-    gradient equal the model without the kernels (with stochastic depth: the
-    same random masks, the residual sum outside the kernel)."""
-    calls = []
-    forward = ops.kernels.mlp_forward
+    """InceptionNeXt-T in training: every token mixer takes its kernels;
+    the MLPs of stages 0-2 (weights of at most 6 MiB) take the fused
+    kernels, stage 3's do not; outputs and every parameter's gradient equal
+    the model without the kernels (with stochastic depth: the same random
+    masks, the residual sum outside the kernel)."""
+    calls = {'mlp_forward': [], 'inception_mixer': [], 'mixer_backward': []}
 
-    def counted(x, *args):
-        calls.append(x.shape[1])
-        return forward(x, *args)
+    def counted(name):
+        kernel = getattr(ops.kernels, name)
 
-    monkeypatch.setattr(ops.kernels, 'mlp_forward', counted)
+        def count(x, *args):
+            calls[name].append(x.shape[1])
+            return kernel(x, *args)
+        return count
+
+    for name in calls:
+        monkeypatch.setattr(ops.kernels, name, counted(name))
     torch.manual_seed(0)
     model = InceptionNeXt('tiny', drop_path_rate=drop_path_rate,
                           layer_scale_init_value=0.5).train()
@@ -160,7 +268,10 @@ def test_training_runs_the_kernels_and_equals_pytorch(monkeypatch,
     x = torch.rand(2, 3, 64, 64)
     torch.manual_seed(1)
     outs, grads = train_step(model, x)
-    assert calls == [96] * 3 + [192] * 3 + [384] * 9
+    stages = [96] * 3 + [192] * 3 + [384] * 9
+    assert calls['mlp_forward'] == stages
+    assert calls['inception_mixer'] == stages + [768] * 3
+    assert calls['mixer_backward'] == ([768] * 3 + stages[::-1])
     torch.manual_seed(1)
     outs_ref, grads_ref = train_step(plain, x)
     for out, ref in zip(outs, outs_ref):
@@ -180,14 +291,17 @@ def test_kernels_apply_only_where_they_can():
     model = InceptionNeXt('tiny').train()
     block = model.stages[0].blocks[0]
     x = torch.rand(2, 96, 8, 8).contiguous(memory_format=torch.channels_last)
-    assert ops.mlp_training_applies(block, x)
-    assert not ops.mlp_training_applies(block, x.contiguous())  # NCHW memory
-    assert not ops.mlp_training_applies(block, x.double())
-    assert not ops.mlp_training_applies(block, x, max_weight_bytes=2**10)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert not ops.mlp_training_applies(block, x)
-    block.cpu_kernels = False
-    assert not ops.mlp_training_applies(block, x)
     stage3 = torch.rand(2, 768, 2, 2).contiguous(
         memory_format=torch.channels_last)
+    for applies in (ops.mixer_training_applies, ops.mlp_training_applies):
+        assert applies(block, x)
+        assert not applies(block, x.contiguous())  # NCHW memory
+        assert not applies(block, x.double())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not applies(block, x)
+    assert not ops.mlp_training_applies(block, x, max_weight_bytes=2**10)
+    assert ops.mixer_training_applies(model.stages[3].blocks[0], stage3)
     assert not ops.mlp_training_applies(model.stages[3].blocks[0], stage3)
+    block.cpu_kernels = False
+    assert not ops.mixer_training_applies(block, x)
+    assert not ops.mlp_training_applies(block, x)

@@ -164,7 +164,11 @@ class MetaNeXtBlock(nn.Module):
         if not self.training and not torch.is_grad_enabled():
             return ops.metanext_inference(self, x)  # kernels, oneDNN
         shortcut = x
-        x = self.norm(self.token_mixer(x))  # norm: Identity after deploy
+        if ops.mixer_training_applies(self, x):  # kernels, fwd and bwd
+            x = ops.mixer_training(self.token_mixer, x)
+        else:
+            x = self.token_mixer(x)
+        x = self.norm(x)  # Identity after deploy
         if ops.mlp_training_applies(self, x):  # fused kernels, fwd and bwd
             return ops.mlp_training(self, x, shortcut)
         if ops.onednn_mlp_applies(x):  # training on a CPU where it is faster

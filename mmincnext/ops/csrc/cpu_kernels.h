@@ -1,13 +1,15 @@
 // CPU kernels of MetaNeXt (InceptionNeXt) blocks for inference and for the
-// MLP in training (float32, AVX-512), exposed by mmincnext.ops:
+// token mixer and the MLP in training (float32, AVX-512), exposed by
+// mmincnext.ops:
 //
 //     fused_mlp:        out = shortcut + fc2(gelu(fc1(x)))
 //     inception_mixer:  y = affine(token_mixer(x))
 //     metanext_block:   out = x + fc2(gelu(fc1(affine(token_mixer(x)))))
+//     mixer_backward:   the token mixer's gradients (training)
 //     mlp_forward, mlp_backward: the MLP with autograd (training)
 //
 // Each has its file (fused_mlp.cpp, inception_mixer.cpp, metanext_block.cpp,
-// mlp_training.cpp);
+// mixer_training.cpp, mlp_training.cpp);
 // gemm.cpp holds the GEMM kernels and the packing of weights, gelu.h the
 // GELU, pybind.cpp the Python module. This header declares what more than
 // one of them uses.
@@ -68,12 +70,12 @@ inline void check_contiguous(const torch::Tensor& t, const char* op, const char*
 }
 
 // x as [N, C, H, W] in dense channels-last memory (an NHWC buffer).
-inline void check_channels_last(const torch::Tensor& x, const char* op) {
-  check_float_cpu(x, op, "x");
-  TORCH_CHECK(x.dim() == 4, op, ": x must be [N, C, H, W], got ", x.dim(), " dims");
-  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == H * W * C, op,
-              ": x must be contiguous in channels-last memory");
+inline void check_channels_last(const torch::Tensor& x, const char* op, const char* name = "x") {
+  check_float_cpu(x, op, name);
+  TORCH_CHECK(x.dim() == 4, op, ": ", name, " must be [N, C, H, W], got ", x.dim(), " dims");
+  // an NHWC buffer: the strides of dims of size 1 do not matter
+  TORCH_CHECK(x.permute({0, 2, 3, 1}).is_contiguous(), op, ": ", name,
+              " must be contiguous in channels-last memory");
 }
 
 inline torch::Tensor empty_channels_last(const torch::Tensor& x) {
@@ -249,6 +251,11 @@ Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch:
 
 MMINCNEXT_AVX512_BEGIN
 
+// The first min(n, 16) lanes of a vector of 16 channels.
+inline __mmask16 channel_mask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
 // Rows y[0 .. p1 - p0) (row stride ldy) for the flattened pixels [p0, p1) of
 // x [N * H * W, C], one image-row segment at a time.
 void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float* y, int64_t ldy);
@@ -257,7 +264,7 @@ MMINCNEXT_AVX512_END
 
 // ---------------------------------------------------------------------------
 // The functions of the Python module, bound in pybind.cpp (cpu_supported
-// is defined there, the three kernels in their files).
+// is defined there, the kernels in their files).
 
 // Whether this CPU runs the kernels (AVX-512 F, DQ and FMA).
 bool cpu_supported();
@@ -278,6 +285,9 @@ torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, 
                              const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
                              const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk);
 
+std::vector<torch::Tensor> mixer_backward(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                          const torch::Tensor& w_hw, const torch::Tensor& w_w,
+                                          const torch::Tensor& w_h);
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
                                        const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias);

@@ -18,10 +18,6 @@ MMINCNEXT_AVX512_BEGIN
 
 namespace {
 
-inline __mmask16 lanes(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-}
-
 inline void store_affine(const Mixer& m, __m512 v, int64_t c, __mmask16 k, float* y) {
   if (m.scale != nullptr)
     v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, m.scale + c), _mm512_maskz_loadu_ps(k, m.shift + c));
@@ -38,7 +34,7 @@ inline void branch(const Mixer& m, const float* xp, float* y, int64_t ldy, int64
                    int64_t cx) {
   const int64_t row = m.W * m.C;
   for (int64_t c = 0; c < m.gc; c += 16) {
-    const __mmask16 k = lanes(m.gc - c);
+    const __mmask16 k = channel_mask(m.gc - c);
     __m512 acc[P];
     acc[0] = _mm512_maskz_loadu_ps(k, bias + c);
     for (int j = 1; j < P; ++j) acc[j] = acc[0];
@@ -89,7 +85,7 @@ void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float*
     for (int64_t w = w0; w < w1; ++w) {
       float* yw = y + (w - w0) * ldy;
       for (int64_t c = 0; c < m.id; c += 16) {
-        const __mmask16 k = lanes(m.id - c);
+        const __mmask16 k = channel_mask(m.id - c);
         store_affine(m, _mm512_maskz_loadu_ps(k, x_row + w * C + c), c, k, yw);
       }
     }

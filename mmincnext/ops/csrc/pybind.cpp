@@ -23,6 +23,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("b_h"), py::arg("scale"), py::arg("shift"), py::arg("fc1_weight"), py::arg("fc1_bias"),
         py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes,
         py::arg("hidden_chunk") = 0);
+  m.def("mixer_backward", &mixer_backward,
+        "[grad_x, grad_w_hw, grad_b_hw, grad_w_w, grad_b_w, grad_w_h, grad_b_h] of inception_mixer without affine",
+        py::arg("grad_y"), py::arg("x"), py::arg("w_hw"), py::arg("w_w"), py::arg("w_h"));
   m.def("mlp_forward", &mlp_forward,
         "[out, pre]: out = [shortcut +] fc2(gelu(pre)), pre = fc1(x), for row-major [M, C] float32 CPU x",
         py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
