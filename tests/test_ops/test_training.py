@@ -29,6 +29,16 @@ def random_mixer(n, c, h, w, ratio=0.125, band=11, square=3, seed=0):
     return mixer, x, grad_y
 
 
+def on_threads(threads, fn, *args):
+    """``fn(*args)`` on ``threads`` intra-op threads."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)
+
+
 def mixer_grads(mixer):
     return [p.grad for p in (mixer.dwconv_hw.weight, mixer.dwconv_hw.bias,
                              mixer.dwconv_w.weight, mixer.dwconv_w.bias,
@@ -76,13 +86,8 @@ def test_mixer_backward_gives_the_same_bits_on_any_number_of_threads():
     mixer, x, grad_y = random_mixer(4, 96, 24, 24)
     weights = (mixer.dwconv_hw.weight, mixer.dwconv_w.weight,
                mixer.dwconv_h.weight)
-    runs = [ops.mixer_backward(grad_y, x, *weights) for _ in range(3)]
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        runs.append(ops.mixer_backward(grad_y, x, *weights))
-    finally:
-        torch.set_num_threads(before)
+    runs = [on_threads(threads, ops.mixer_backward, grad_y, x, *weights)
+            for threads in (2, 2, 3, 1)]
     for run in runs[1:]:
         for a, b in zip(run, runs[0]):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -190,16 +195,12 @@ def test_backward_gives_the_same_bits_on_every_run():
     x, _, w1, b1, w2, b2 = random_mlp(3000, 96, 384)
     grad_out = torch.randn_like(x)
     _, pre = ops.mlp_forward(x, None, w1, b1, w2, b2)
-    runs = [ops.mlp_backward(grad_out, x, pre, w1, w2) for _ in range(3)]
+    runs = [on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2)
+            for _ in range(3)]
     for run in runs[1:]:
         for a, b in zip(run, runs[0]):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        serial = ops.mlp_backward(grad_out, x, pre, w1, w2)
-    finally:
-        torch.set_num_threads(before)
+    serial = on_threads(1, ops.mlp_backward, grad_out, x, pre, w1, w2)
     for a, b in zip(serial, runs[0]):
         assert rel_err(a, b.double()) < 1e-5
 
