@@ -21,11 +21,16 @@ help:
 install:
 	@bash tools/setup_env.sh
 
+# The test files run in TEST_WORKERS processes (pytest-xdist; each file in one,
+# so that module fixtures are built once), one thread each, subprocesses too.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
+
 test: install
-	$(PY) -m pytest tests -q
+	$(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: install
 	$(PY) tools/demo.py
