@@ -116,6 +116,49 @@ def test_benchmark_breakdown_accounts_for_the_whole_network(model):
     assert proc.returncode == 2 and 'nor --compile' in proc.stderr
 
 
+def load_benchmark():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'benchmark', os.path.join(REPO, 'tools', 'analysis_tools',
+                                  'benchmark.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_train_breakdown_times_every_part_both_ways(capsys):
+    """``--breakdown train``: every part of the network once, forward and
+    backward, with and without the kernels; the speed-ups are the ratios of
+    the two columns and the shares add up to 100 % (no timing
+    assertions)."""
+    bench = load_benchmark()
+    argv = ['--breakdown', 'train', '--arch', 'atto', '--input-size', '64',
+            '--batch', '2', '--warmup', '0', '--repeats', '1']
+    lines = bench.main(argv)
+    table, = markdown_tables(capsys.readouterr().out)
+    assert table[0] == ['part', 'ms', 'ms, cpu_kernels=False', 'speed-up',
+                        '% of time']
+    assert table[1:] == lines
+    expected = ['stem']
+    for i, depth in enumerate((2, 2, 6, 2)):
+        expected += [f'stage {i} downsample'] if i else []
+        expected += [f'stage {i} token mixers ({depth})',
+                     f'stage {i} MLPs ({depth})']
+    rows = {r[0]: [float(v) if v != '-' else None for v in r[1:]]
+            for r in lines}
+    assert list(rows) == expected + ['sum of the parts', 'whole backbone']
+    for ms, plain_ms, speed_up, _ in rows.values():
+        assert ms > 0 and plain_ms > 0
+        assert speed_up == pytest.approx(plain_ms / ms, rel=0.02, abs=0.01)
+    parts = [rows[name] for name in expected]
+    assert sum(p[3] for p in parts) == pytest.approx(100, abs=0.5)
+    for column in (0, 1):
+        assert sum(p[column] for p in parts) == pytest.approx(
+            rows['sum of the parts'][column], abs=0.01 * len(parts))
+    with pytest.raises(SystemExit):  # float32 training only
+        bench.parse_args(argv + ['--amp', 'bf16'])
+
+
 def test_benchmark_yolo_mode_smoke():
     """``--yolo``: MMYOLO's YOLOv8-s (the reference) and our YOLO configs in
     one interleaved inference round, with parameters and FLOPs of the whole
@@ -157,12 +200,7 @@ def test_benchmark_yolo_mode_smoke():
 def test_precision_without_runtime_is_the_autocast_dtype():
     """``--precision bf16`` outside ``--runtime`` means ``--amp bf16``; what
     it cannot mean is refused, not ignored."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'benchmark', os.path.join(REPO, 'tools', 'analysis_tools',
-                                  'benchmark.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark()
     assert bench.parse_args(['--precision', 'bf16']).amp == 'bf16'
     assert bench.parse_args(['--precision', 'fp32']).amp == 'none'
     assert bench.parse_args(['--runtime', 'torch']).precision == ['fp32']

@@ -42,7 +42,14 @@ token mixers (with the block norms) and each stage's MLPs (the inference path
 with its fused epilogues and the residual sum), or each stage's blocks where
 one kernel (``mmincnext.ops.metanext_block``) runs them. It prints ms per
 batch, the share of the sum of the parts, MACs and the fraction of the
-peak of every part: where the time goes.
+peak of every part: where the time goes. ``--breakdown train`` times the
+forward and backward pass of the same parts in training mode (batch
+statistics; the token mixers with the block norms, the MLPs with the
+residual sums), each fed its activations and a fixed random output
+gradient, for our network and for the same network with
+``cpu_kernels=False`` (PyTorch's token mixer, oneDNN's or MKL's GEMMs) in
+the same interleaved rounds: ms of each, the speed-up, the share of our sum
+of the parts, and the whole backbone's forward and backward pass.
 
 Detector mode (``--detector``) builds our Mask R-CNN InceptionNeXt-T config
 and mmdet's own ``mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py``
@@ -201,9 +208,11 @@ def parse_args(argv=None):
                         "tools/train.py and tools/test.py "
                         "(mmincnext.engine.keep_freed_memory; every model "
                         "of the run gets it)")
-    parser.add_argument('--breakdown', choices=['ours', 'deploy'],
+    parser.add_argument('--breakdown', choices=['ours', 'deploy', 'train'],
                         help='time the parts of our (or our deploy) network '
-                        'in inference instead of comparing models')
+                        'in inference, or (train) their forward and '
+                        'backward passes with and without the kernels, '
+                        'instead of comparing models')
     parser.add_argument('--detector', action='store_true',
                         help='Mask R-CNN InceptionNeXt-T vs mmdet ConvNeXt-T')
     parser.add_argument('--det-config', default=OUR_DET_CONFIG)
@@ -245,6 +254,9 @@ def parse_args(argv=None):
     if args.breakdown and (args.detector or args.yolo or args.compile):
         parser.error('--breakdown times eager backbone parts: it takes '
                      'neither --detector, --yolo nor --compile')
+    if args.breakdown == 'train' and args.amp != 'none':
+        parser.error('--breakdown train times float32 training (no --amp '
+                     'or --precision bf16)')
     if args.detector and args.yolo:
         parser.error('--detector and --yolo are two separate comparisons')
     if args.yolo and args.compile:
@@ -606,7 +618,109 @@ def breakdown_parts(model, x, args):
     return parts, (inference(lambda: model(x)), macs[''])
 
 
+def _as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out, )
+
+
+def train_pass(module, fn, inputs, gen, input_grads=True):
+    """A step of one forward and backward pass of ``fn(*ins)`` for each
+    tuple ``ins`` of ``inputs``, against fixed random output gradients: the
+    inputs are leaves that require grad where ``input_grads`` (as inside a
+    network; not for the image), and ``module``'s gradients are reset first
+    (as after ``zero_grad``)."""
+    inputs = [tuple(t.detach().requires_grad_(input_grads) for t in ins)
+              for ins in inputs]
+    with torch.no_grad():
+        grads = [tuple(
+            torch.randn(o.shape, generator=gen, device=o.device).to(
+                memory_format=torch.channels_last)
+            for o in _as_tuple(fn(*ins))) for ins in inputs]
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        for ins, g in zip(inputs, grads):
+            for t in ins:
+                t.grad = None
+            torch.autograd.backward(_as_tuple(fn(*ins)), g)
+    return step
+
+
+def train_breakdown_parts(model, x):
+    """``{part: step}``: :func:`train_pass` of the stem, each downsample,
+    each stage's token mixers (``forward_mixer``: with the block norms) and
+    MLPs (``forward_mlp``: with the residual sums) of ``model`` (train
+    mode), each fed the activations of a forward pass of ``x``; and of the
+    whole backbone (``'whole backbone'``)."""
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    parts = {'stem': train_pass(model.stem, model.stem, [(x, )], gen,
+                                input_grads=False)}
+    with torch.no_grad():
+        h = model.stem(x)
+    for i, stage in enumerate(model.stages):
+        if not isinstance(stage.downsample, nn.Identity):
+            parts[f'stage {i} downsample'] = train_pass(
+                stage.downsample, stage.downsample, [(h, )], gen)
+            with torch.no_grad():
+                h = stage.downsample(h)
+        inputs, mixed = [], []
+        with torch.no_grad():
+            for block in stage.blocks:
+                inputs.append(h)
+                mixed.append(block.forward_mixer(h))
+                h = block.forward_mlp(mixed[-1], h)
+        n = len(stage.blocks)
+        for part, method, args in (
+                (f'stage {i} token mixers ({n})', 'forward_mixer',
+                 [(t, ) for t in inputs]),
+                (f'stage {i} MLPs ({n})', 'forward_mlp',
+                 list(zip(mixed, inputs)))):
+            steps = [train_pass(block, getattr(block, method), [ins], gen)
+                     for block, ins in zip(stage.blocks, args)]
+            parts[part] = lambda steps=steps: [s() for s in steps]
+    parts['whole backbone'] = train_pass(model, model, [(x, )], gen,
+                                         input_grads=False)
+    return parts
+
+
+def run_train_breakdown(x, args):
+    from mmincnext.models import InceptionNeXt
+    torch.manual_seed(args.seed)
+    ours = InceptionNeXt(args.arch).to(args.device)
+    ours.init_weights()
+    plain = InceptionNeXt(args.arch, cpu_kernels=False).to(args.device)
+    plain.load_state_dict(ours.state_dict())
+    models = {'kernels': ours.train(), 'plain': plain.train()}
+    parts = {name: train_breakdown_parts(model, x)
+             for name, model in models.items()}
+    times = run_interleaved(
+        {(part, name): step for name, steps in parts.items()
+         for part, step in steps.items()}, args.warmup, args.repeats,
+        args.device)
+    ms = {key: statistics.median(t) * 1e3 for key, t in times.items()}
+    names = [p for p in parts['kernels'] if p != 'whole backbone']
+    for name in models:
+        ms[('sum of the parts', name)] = sum(ms[(p, name)] for p in names)
+    lines = []
+    for part in names + ['sum of the parts', 'whole backbone']:
+        ours_ms, plain_ms = ms[(part, 'kernels')], ms[(part, 'plain')]
+        share = (f"{ours_ms / ms[('sum of the parts', 'kernels')] * 100:.1f}"
+                 if part in names else '-')
+        lines.append([part, f'{ours_ms:.2f}', f'{plain_ms:.2f}',
+                      f'{plain_ms / ours_ms:.2f}', share])
+    print(f'\n{args.arch} train-mode parts, forward + backward | input '
+          f'{"x".join(map(str, x.shape))} | {device_name(args)} | torch '
+          f'{torch.__version__} | freed memory kept '
+          f'{args.keep_freed_memory} | median of {args.repeats} interleaved '
+          f'rounds after {args.warmup} warm-up')
+    print(markdown_table(
+        ['part', 'ms', 'ms, cpu_kernels=False', 'speed-up', '% of time'],
+        lines, left_columns=1))
+    return lines
+
+
 def run_breakdown(x, args):
+    if args.breakdown == 'train':
+        return run_train_breakdown(x, args)
     from mmincnext.models import InceptionNeXt
     torch.manual_seed(args.seed)
     model = InceptionNeXt(args.arch).to(args.device)

@@ -163,12 +163,20 @@ class MetaNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled():
             return ops.metanext_inference(self, x)  # kernels, oneDNN
-        shortcut = x
+        return self.forward_mlp(self.forward_mixer(x), x)
+
+    def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
+        """``norm(token_mixer(x))`` with autograd (the block's first half)."""
         if ops.mixer_training_applies(self, x):  # kernels, fwd and bwd
             x = ops.mixer_training(self.token_mixer, x)
         else:
             x = self.token_mixer(x)
-        x = self.norm(x)  # Identity after deploy
+        return self.norm(x)  # Identity after deploy
+
+    def forward_mlp(self, x: torch.Tensor,
+                    shortcut: torch.Tensor) -> torch.Tensor:
+        """``shortcut + drop_path(gamma * mlp(x))`` with autograd, ``x``
+        being :meth:`forward_mixer`'s output (the block's second half)."""
         if ops.mlp_training_applies(self, x):  # fused kernels, fwd and bwd
             return ops.mlp_training(self, x, shortcut)
         if ops.onednn_mlp_applies(x):  # training on a CPU where it is faster
