@@ -34,22 +34,33 @@ def _time(fn, rounds: int) -> float:
 
 @functools.lru_cache(maxsize=None)
 def _measured(threads: int) -> str:
+    """Times the forward and backward GEMMs of both paths, called directly
+    without autograd, so that the measurement records nothing in the
+    caller's autograd context (it may run inside a checkpointed block's
+    forward pass, whose saved tensors must match its recomputation)."""
     if not torch.backends.mkldnn.is_available():
         return 'mkl'
     gen = torch.Generator().manual_seed(0)
     # a stage-3 MLP layer of InceptionNeXt-T at batch 8, 224 px
     x = torch.randn(8, 384, 14, 14, generator=gen).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
+        memory_format=torch.channels_last)
     w = torch.randn(1536, 384, 1, 1, generator=gen).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
+        memory_format=torch.channels_last)
+    rows, w2d = x.permute(0, 2, 3, 1).reshape(-1, 384), w.flatten(1)
+    grad_rows = torch.ones(rows.shape[0], 1536)
+    grad = grad_rows.view(8, 14, 14, 1536).permute(0, 3, 1, 2)
 
-    def blas():
-        F.linear(x.permute(0, 2, 3, 1), w.flatten(1)).sum().backward()
+    def blas():  # F.linear's forward and backward: the BLAS's mm
+        torch.mm(rows, w2d.t()), torch.mm(grad_rows, w2d)
+        torch.mm(grad_rows.t(), rows)
 
-    def onednn():
-        F.conv2d(x, w).sum().backward()
+    def onednn():  # a 1x1 Conv2d's forward and backward: oneDNN
+        F.conv2d(x, w)
+        torch.ops.aten.convolution_backward(grad, x, w, None, [1, 1],
+                                            [0, 0], [1, 1], False, [0, 0],
+                                            1, [True, True, False])
 
-    with torch.enable_grad():
+    with torch.no_grad():
         blas(), onednn()  # warm-up
         t_blas = t_onednn = float('inf')
         for _ in range(3):  # interleaved

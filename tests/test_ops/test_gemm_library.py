@@ -1,5 +1,8 @@
 """mmincnext.ops.gemm_library: the library of the training GEMMs is chosen
-once per machine or forced, and both paths train the same network."""
+once per machine or forced, the measurement leaves the caller's autograd
+context alone, and both paths train the same network."""
+import importlib
+
 import pytest
 import torch
 
@@ -56,3 +59,27 @@ def test_both_libraries_give_the_same_outputs_and_gradients(monkeypatch):
     for name in grad_a:
         a, b = grad_a[name], grad_b[name]
         assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name
+
+
+def test_first_measurement_inside_a_checkpointed_block(monkeypatch):
+    """The choice is first measured where a block's MLP first needs it,
+    which with ``with_cp`` is inside a checkpointed forward pass (atto's
+    stage 0: 40 channels, no fused kernels): the measurement records no
+    saved tensors there, so the recomputation matches and training with
+    checkpoints equals training without."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    importlib.import_module('mmincnext.ops.gemm_library')._measured \
+        .cache_clear()
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for with_cp in (True, False):
+        torch.manual_seed(0)
+        model = InceptionNeXt('atto', with_cp=with_cp).train()
+        results.append(train_step(model, x))
+    assert gemm_library() in GEMM_LIBRARIES
+    (out_cp, grad_cp), (out, grad) = results
+    for a, b in zip(out_cp, out):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for name in grad:
+        torch.testing.assert_close(grad_cp[name], grad[name], rtol=1e-5,
+                                   atol=1e-6, msg=name)
