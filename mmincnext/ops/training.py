@@ -27,7 +27,9 @@ they run (the block's ``cpu_kernels``; float32 CPU tensors in dense
 channels-last memory; eager, no autocast; for the MLP, weights as for the
 fused inference MLP); ``MetaNeXtBlock.forward`` then calls
 :func:`mixer_training` and :func:`mlp_training`. Gradients equal PyTorch's
-within float32 rounding.
+within float32 rounding. The backward passes are not differentiable again
+(``once_differentiable``): for second derivatives (``create_graph=True``)
+build the backbone with ``cpu_kernels=False``.
 """
 import torch
 import torch.nn as nn
