@@ -91,10 +91,7 @@ def mixer_training(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor: ``[N, C, H, W]`` in channels-last memory.
     """
-    return _InceptionMixer.apply(x, mixer, mixer.dwconv_hw.weight,
-                                 mixer.dwconv_hw.bias, mixer.dwconv_w.weight,
-                                 mixer.dwconv_w.bias, mixer.dwconv_h.weight,
-                                 mixer.dwconv_h.bias)
+    return _InceptionMixer.apply(x, mixer, *kernels._mixer_args(mixer))
 
 
 class _FusedMlp(torch.autograd.Function):

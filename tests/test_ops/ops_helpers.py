@@ -1,5 +1,6 @@
 """What the tests of mmincnext.ops share: whether this CPU runs the kernels,
-random MLPs and their float64 reference."""
+random MLPs and their float64 reference, a call on a given number of
+threads."""
 import platform
 
 import pytest
@@ -41,3 +42,13 @@ def random_mlp(rows, channels, hidden, seed=0):
 
 def rel_err(out, ref):
     return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def on_threads(threads, fn, *args):
+    """``fn(*args)`` on ``threads`` intra-op threads."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)

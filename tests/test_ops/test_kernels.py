@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ops_helpers import needs_kernel, random_mlp, reference, rel_err
+from ops_helpers import (needs_kernel, on_threads, random_mlp, reference,
+                         rel_err)
 
 from mmincnext import ops
 from mmincnext.models.backbones.inception_next import InceptionDWConv2d
@@ -85,14 +86,8 @@ def test_kernels_give_the_same_bits_on_any_number_of_threads(threads):
                 ops.kernels._ext.metanext_block(*block_args,
                                         hidden_block_bytes=24 * 128 * 4))
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        serial = run()
-        torch.set_num_threads(threads)
-        parallel = run()
-    finally:
-        torch.set_num_threads(before)
+    serial = on_threads(1, run)
+    parallel = on_threads(threads, run)
     assert rel_err(serial[0], reference(*args)) < 1e-5
     for s, p in zip(serial, parallel):
         torch.testing.assert_close(p, s, rtol=0, atol=0)

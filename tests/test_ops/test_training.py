@@ -9,7 +9,7 @@ path; clear errors on bad input."""
 import pytest
 import torch
 import torch.nn.functional as F
-from ops_helpers import needs_kernel, random_mlp, rel_err
+from ops_helpers import needs_kernel, on_threads, random_mlp, rel_err
 
 from mmincnext import ops
 from mmincnext.models.backbones.inception_next import (InceptionDWConv2d,
@@ -27,16 +27,6 @@ def random_mixer(n, c, h, w, ratio=0.125, band=11, square=3, seed=0):
     x, grad_y = (torch.randn(n, c, h, w, generator=gen).contiguous(
         memory_format=torch.channels_last) for _ in range(2))
     return mixer, x, grad_y
-
-
-def on_threads(threads, fn, *args):
-    """``fn(*args)`` on ``threads`` intra-op threads."""
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        return fn(*args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def mixer_grads(mixer):

@@ -117,7 +117,7 @@ std::vector<torch::Tensor> mixer_backward(const torch::Tensor& grad_y, const tor
   }
   at::NoGradGuard no_grad;
   // grad_x: the forward pass over gy with flipped kernels and no bias
-  // (make_mixer validates the weights and gy's memory layout)
+  // (make_mixer validates the weights' shapes)
   const int64_t gc = w_hw.size(0);
   const torch::Tensor zeros = torch::zeros({gc}, x.options());
   std::vector<torch::Tensor> keep;
