@@ -1,7 +1,9 @@
 """mmincnext.ops.gemm_library: the library of the training GEMMs is chosen
-once per machine or forced, the measurement leaves the caller's autograd
-context alone, and both paths train the same network."""
+once per machine (kept on disk for every later process) or forced, the
+measurement leaves the caller's autograd context alone, and both paths
+train the same network."""
 import importlib
+import json
 
 import pytest
 import torch
@@ -23,6 +25,40 @@ def test_choice_is_measured_once_and_can_be_forced(monkeypatch):
     with pytest.raises(ValueError, match="MMINCNEXT_GEMM='cublas': must be "
                        "one of"):
         gemm_library()
+
+
+@pytest.fixture
+def own_choices(monkeypatch, tmp_path):
+    """A fresh file of kept choices in ``tmp_path``, nothing forced, and
+    no choice of this process cached before or after."""
+    module = importlib.import_module('mmincnext.ops.gemm_library')
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(module.CACHE_ENV_VAR, str(tmp_path))
+    module._chosen.cache_clear()
+    yield module, tmp_path / 'gemm_library.json'
+    module._chosen.cache_clear()
+
+
+def test_choice_is_kept_for_every_process_on_the_machine(own_choices):
+    """The first measurement is written down under the machine's key and
+    read back by later processes (here: after the process cache is
+    cleared) instead of timing again, so that they all take one path; a
+    broken file is named in a warning, measured again and rewritten."""
+    module, path = own_choices
+    first = gemm_library()
+    kept = json.loads(path.read_text())
+    key, = kept
+    assert kept[key] == first
+    assert f'| {torch.get_num_threads()} threads | torch ' in key
+    other = next(lib for lib in GEMM_LIBRARIES if lib != first)
+    path.write_text(json.dumps({key: other}))
+    module._chosen.cache_clear()
+    assert gemm_library() == other  # read back, not measured
+    path.write_text('{"truncated')
+    module._chosen.cache_clear()
+    with pytest.warns(UserWarning, match='gemm_library.json: unreadable'):
+        again = gemm_library()
+    assert json.loads(path.read_text()) == {key: again}
 
 
 def train_step(model, x):
@@ -61,22 +97,20 @@ def test_both_libraries_give_the_same_outputs_and_gradients(monkeypatch):
         assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name
 
 
-def test_first_measurement_inside_a_checkpointed_block(monkeypatch):
+def test_first_measurement_inside_a_checkpointed_block(own_choices):
     """The choice is first measured where a block's MLP first needs it,
     which with ``with_cp`` is inside a checkpointed forward pass (atto's
     stage 0: 40 channels, no fused kernels): the measurement records no
     saved tensors there, so the recomputation matches and training with
     checkpoints equals training without."""
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    importlib.import_module('mmincnext.ops.gemm_library')._measured \
-        .cache_clear()
+    _, path = own_choices
     x = torch.randn(2, 3, 64, 64)
     results = []
     for with_cp in (True, False):
         torch.manual_seed(0)
         model = InceptionNeXt('atto', with_cp=with_cp).train()
         results.append(train_step(model, x))
-    assert gemm_library() in GEMM_LIBRARIES
+    assert gemm_library() in GEMM_LIBRARIES and path.exists()  # measured
     (out_cp, grad_cp), (out, grad) = results
     for a, b in zip(out_cp, out):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
