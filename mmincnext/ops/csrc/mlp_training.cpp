@@ -11,16 +11,20 @@
 //
 // mlp_forward is fused_mlp's row-block pass (mlp_blocks) that also writes
 // `pre` for the backward pass. mlp_backward takes row blocks whose hidden
-// gradients fit in L2 and, per block and chunk of hidden units, computes
+// gradients fit in L2 and, per block and, within it, per chunk of hidden
+// units, computes
 //
-//     gelu(pre) and gelu'(pre)         (one pass over the block's `pre`)
-//     d_pre = (grad_out @ fc2) * gelu'  (GEMM, the product in its epilogue)
-//     grad_x (+)= d_pre @ fc1           (GEMM)
-//     grad_fc1^T += x^T @ d_pre, grad_fc2 += grad_out^T @ gelu(pre)
-//                                        (gemm_tn, per-lane sums)
+//     gelu(pre) and gelu'(pre)           (one pass over the block's `pre`)
+//     d_pre = (grad_out @ fc2) * gelu'    (GEMM, the product in its epilogue)
+//     grad_fc2 += grad_out^T @ gelu(pre)  (gemm_tn, per-lane sums, while the
+//                                         rows of grad_out are in cache)
+//     grad_x (+)= d_pre @ fc1             (GEMM)
+//     grad_fc1^T += x^T @ d_pre           (gemm_tn)
 //     and the bias gradients (column sums)
 //
-// so that only x, grad_out, pre and grad_x travel to and from memory. The
+// so that only x, grad_out, pre and grad_x travel to and from memory, once
+// per block: its chunks follow each other while the block's rows stay in
+// L2, and each GEMM prefetches the first weight panel of the next one. The
 // hidden units go in the forward pass's chunks (all of them where the
 // weights fit in L2); each thread sums the weight gradients of its lane of
 // row blocks, the lanes are added at the end.
@@ -139,33 +143,36 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   struct Scratch {
     std::unique_ptr<float[]> gelu, grad;
   };
-  for (int64_t c = 0; c < chunks && M > 0; ++c) {  // chunk by chunk: grad_x adds up over them
-    const int64_t j = c * Hc;
+  if (M > 0)
     parallel_dynamic(
         lanes,
         [&] { return Scratch{std::unique_ptr<float[]>(new float[rows * Hc]),
                              std::unique_ptr<float[]>(new float[rows * Hc])}; },
         [&](int64_t lane, Scratch& s) {
           float *g = s.gelu.get(), *d = s.grad.get();
-          float *sw1 = Sw1 + (lane * chunks + c) * C * Hc, *sw2 = Sw2 + (lane * chunks + c) * C * Hc;
           const int64_t b0 = lane * blocks / lanes, b1 = (lane + 1) * blocks / lanes;
           for (int64_t blk = b0; blk < b1; ++blk) {
             const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
             const bool add = blk > b0;
-            gelu_with_grad_rows(m, Hc, P + r0 * H + j, H, g, d);
-            gemm_rows_any<kMul>(m, G + r0 * C, C, Wg + j * C, C, Hc, nullptr, d, Hc, d, Hc, nullptr, 0);
             float* dx = dX + r0 * C;
-            if (c == 0)
-              gemm_rows_any<kStore>(m, d, Hc, Wx, Hc, C, nullptr, nullptr, 0, dx, C, nullptr, 0);
-            else
-              gemm_rows_any<kAdd>(m, d, Hc, Wx + j * C, Hc, C, nullptr, dx, C, dx, C, nullptr, 0);
-            gemm_tn(m, X + r0 * C, C, C, d, Hc, Hc, sw1, Hc, add);
-            gemm_tn(m, G + r0 * C, C, C, g, Hc, Hc, sw2, Hc, add);
-            column_sums(m, Hc, d, Hc, Sb1 + lane * H + j, add);
-            if (c == 0) column_sums(m, C, G + r0 * C, C, Sb2 + lane * C, add);
+            for (int64_t c = 0; c < chunks; ++c) {  // grad_x adds up over the chunks
+              const int64_t j = c * Hc;
+              float *sw1 = Sw1 + (lane * chunks + c) * C * Hc, *sw2 = Sw2 + (lane * chunks + c) * C * Hc;
+              const float* next_wg = Wg + (c + 1 < chunks ? j + Hc : 0) * C;
+              gelu_with_grad_rows(m, Hc, P + r0 * H + j, H, g, d);
+              gemm_rows_any<kMul>(m, G + r0 * C, C, Wg + j * C, C, Hc, nullptr, d, Hc, d, Hc, Wx + j * C,
+                                  Hc * mlp.nr2);
+              gemm_tn(m, G + r0 * C, C, C, g, Hc, Hc, sw2, Hc, add);
+              if (c == 0)
+                gemm_rows_any<kStore>(m, d, Hc, Wx, Hc, C, nullptr, nullptr, 0, dx, C, next_wg, C * mlp.nr1);
+              else
+                gemm_rows_any<kAdd>(m, d, Hc, Wx + j * C, Hc, C, nullptr, dx, C, dx, C, next_wg, C * mlp.nr1);
+              gemm_tn(m, X + r0 * C, C, C, d, Hc, Hc, sw1, Hc, add);
+              column_sums(m, Hc, d, Hc, Sb1 + lane * H + j, add);
+              if (c == 0) column_sums(m, C, G + r0 * C, C, Sb2 + lane * C, add);
+            }
           }
         });
-  }
   // [chunks, C, Hc] -> grad_fc1 [H, C] and grad_fc2 [C, H]
   torch::Tensor grad_w1 = sum_w1.sum(0).permute({0, 2, 1}).reshape({H, C});
   torch::Tensor grad_w2 = sum_w2.sum(0).permute({1, 0, 2}).reshape({C, H});
