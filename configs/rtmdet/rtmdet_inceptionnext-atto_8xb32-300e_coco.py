@@ -18,7 +18,7 @@ optim_wrapper = dict(
     constructor='InceptionNeXtLearningRateDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise',
                        num_layers=5),
-    optimizer=dict(type='AdamW', lr=0.004, weight_decay=0.05))
+    optimizer=dict(type='AdamW', lr=0.004, weight_decay=0.05, fused=True))
 
 # lr above is for 8 GPUs x 32 images; `--auto-scale-lr` rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=256)

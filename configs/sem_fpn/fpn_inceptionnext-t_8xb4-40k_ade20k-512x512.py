@@ -26,7 +26,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4))
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4, fused=True))
 param_scheduler = [
     dict(
         type='PolyLR', power=0.9, eta_min=0.0, by_epoch=False, begin=0,

@@ -27,7 +27,8 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(
-        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01,
+        fused=True),
     paramwise_cfg=dict(norm_decay_mult=0.))
 param_scheduler = [
     dict(

@@ -41,7 +41,7 @@ optim_wrapper = dict(
     constructor='InceptionNeXtLearningRateDecayOptimizerConstructor',
     paramwise_cfg=dict(
         decay_rate=0.8, decay_type='layer_wise', num_layers=6),
-    optimizer=dict(type='AdamW', lr=0.002, weight_decay=0.05))
+    optimizer=dict(type='AdamW', lr=0.002, weight_decay=0.05, fused=True))
 
 # YOLOv5ParamSchedulerHook's warm-up treats param group 2 as SGD's bias
 # group; MMEngine's schedulers scale every group alike: a 3-epoch warm-up,

@@ -48,7 +48,7 @@ optim_wrapper = dict(
     constructor='InceptionNeXtLearningRateDecayOptimizerConstructor',
     paramwise_cfg=dict(
         decay_rate=0.8, decay_type='layer_wise', num_layers=6),
-    optimizer=dict(type='AdamW', lr=0.002, weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=0.002, weight_decay=0.05, fused=True),
     clip_grad=dict(max_norm=10.0))
 
 # YOLOv5ParamSchedulerHook's warm-up treats param group 2 as SGD's bias

@@ -20,7 +20,7 @@ optim_wrapper = dict(
     constructor='InceptionNeXtLearningRateDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.8, decay_type='layer_wise',
                        num_layers=6),
-    optimizer=dict(type='AdamW', lr=0.001, weight_decay=0.05))
+    optimizer=dict(type='AdamW', lr=0.001, weight_decay=0.05, fused=True))
 
 # lr above is for 8 GPUs x 8 images; `--auto-scale-lr` rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=64)

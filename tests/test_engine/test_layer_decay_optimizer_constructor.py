@@ -243,3 +243,37 @@ def test_same_groups_through_sliced_inference_wrapper():
         got = lr_and_wd_by_name(model, build_optim_wrapper(outer, cfg))
         assert got == want
         assert len(set(got.values())) > 4
+
+
+def test_fused_adamw_with_layer_decay_groups_matches_the_loop():
+    """The configs' ``fused=True`` AdamW over the constructor's groups
+    (one lr and weight decay per layer) updates every parameter as torch's
+    per-tensor loop does."""
+    import copy
+
+    import torch
+    torch.manual_seed(0)
+    fused_model = build_mask_rcnn('atto')
+    loop_model = copy.deepcopy(fused_model)
+    wrappers = []
+    for model, kind in ((fused_model, dict(fused=True)),
+                        (loop_model, dict(foreach=False))):
+        cfg = optim_cfg(decay_rate=RATE, decay_type='layer_wise',
+                        num_layers=5)
+        cfg['optimizer'].update(kind)
+        wrappers.append(build_optim_wrapper(model, cfg))
+    assert wrappers[0].optimizer.defaults['fused'] is True
+    assert len(wrappers[0].optimizer.param_groups) > 10
+    params = [list(m.parameters()) for m in (fused_model, loop_model)]
+    before = [p.detach().clone() for p in params[0]]
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params[0]]
+        for wrapper, ps in zip(wrappers, params):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            wrapper.step()
+            wrapper.zero_grad()
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    # the steps changed every weight (each group's lr is above zero)
+    assert all(not torch.equal(a, b) for a, b in zip(params[0], before))

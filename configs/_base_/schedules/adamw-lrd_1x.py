@@ -20,7 +20,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise',
                        num_layers=6),
     optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))
+                   weight_decay=0.05, fused=True))
 
 # lr above is for 16 images per iteration; `--auto-scale-lr` rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=16)
