@@ -160,9 +160,8 @@ def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
 def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
                  hidden_block_bytes=None, hidden_chunk=0):
     """The gradients of :func:`mlp_forward`'s ``out`` with respect to ``x``
-    and the four weights, in one pass over row blocks whose hidden
-    gradients stay in L2 (hidden units in chunks whose per-thread weight
-    gradient sums stay in L2 too).
+    and the four weights, in one pass over row blocks (hidden units in
+    chunks whose weights and per-thread weight-gradient sums stay in L2).
 
     Args:
         grad_out (Tensor): ``[M, C]``, contiguous.
@@ -171,9 +170,11 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
         fc1_weight (Tensor): ``[H, C]``.
         fc2_weight (Tensor): ``[C, H]``.
         hidden_block_bytes (int, optional): Hidden gradients per row block
-            (default: the kernels' ``kHiddenBlockBytes``, 256 KiB).
+            (default: the kernels' ``kBackwardBlockBytes``, 512 KiB).
         hidden_chunk (int): Hidden units per chunk, a multiple of 16 that
-            divides ``H``; 0 (default) chooses by the sums' size.
+            divides ``H``; 0 (default): all of them where both weights take
+            at most 2 MiB, else 64 (or the widest multiple of 16 below it
+            that divides ``H``).
 
     Returns:
         tuple[Tensor, ...]: ``grad_x [M, C]``, ``grad_fc1_weight [H, C]``,

@@ -135,7 +135,8 @@ def autograd_reference(x, shortcut, w1, b1, w2, b2, grad_out):
         (50, 32, 128, 0, False),     # 32-column panels
         (30, 16, 80, 0, True),       # 16 channels: below one tile of rows
         (77, 80, 320, 16, True),     # 20 chunks of 16 units; 80 = 6 x 13 + 2
-        (130, 384, 1536, 0, True),   # stage 2 widths: 4 chunks of 384
+        (130, 384, 1536, 0, True),   # stage 2 widths: 24 chunks of 64
+        (700, 384, 1536, 96, False),  # 16 chunks of 96 (8-row tiles)
     ])
 def test_mlp_kernels_equal_float64_autograd(rows, channels, hidden, chunk,
                                             with_shortcut):

@@ -138,6 +138,15 @@ MMINCNEXT_AVX512_END
 // that they, the input rows and a weight panel stay in L2 between fc1 and fc2.
 constexpr int64_t kHiddenBlockBytes = 256 * 1024;
 
+// MLPs whose two weights take more than this go through the hidden units in
+// chunks (see mlp_blocks and mlp_backward).
+constexpr int64_t kWholeHiddenWeightBytes = 2 * 1024 * 1024;
+
+// Hidden gradients per row block of mlp_backward: longer blocks than the
+// forward's, over which the weight-gradient sums add up before they are
+// stored (docs/speed.md has the measurements).
+constexpr int64_t kBackwardBlockBytes = 512 * 1024;
+
 // The MLP's weights packed for hidden chunks of Hc units: w1 as the panels
 // of fc1 [H, C] (chunk j: Hc / NR consecutive panels), w2 as those of the
 // Hc columns of fc2 [C, H] for each chunk in turn; nr1 and nr2 are their

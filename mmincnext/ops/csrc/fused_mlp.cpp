@@ -20,14 +20,11 @@
 namespace mmincnext {
 namespace {
 
-// MLPs whose two weights take more than this go through the hidden units in
-// chunks (see mlp_blocks): each row block then reads every weight once from
-// the last-level cache while its inputs, outputs and hidden chunk stay in L2.
-constexpr int64_t kWholeHiddenWeightBytes = 2 * 1024 * 1024;
-
 // All H hidden units where both weights take at most
 // kWholeHiddenWeightBytes, else chunks of at most 384 units (a multiple of
-// 64, the widest register tile, where one divides H).
+// 64, the widest register tile, where one divides H): each row block then
+// reads every weight once from the last-level cache while its inputs,
+// outputs and hidden chunk stay in L2.
 int64_t auto_hidden_chunk(int64_t C, int64_t H) {
   if (8 * C * H <= kWholeHiddenWeightBytes) return H;
   for (const int64_t step : {64, 16})

@@ -10,9 +10,9 @@
 // their large-GEMM rate (docs/speed.md has the measurements).
 //
 // mlp_forward is fused_mlp's row-block pass (mlp_blocks) that also writes
-// `pre` for the backward pass. mlp_backward takes row blocks whose hidden
-// gradients fit in L2 and, per block and, within it, per chunk of hidden
-// units, computes
+// `pre` for the backward pass. mlp_backward takes row blocks (of
+// kBackwardBlockBytes of hidden gradients per chunk) and, per block and,
+// within it, per chunk of hidden units, computes
 //
 //     gelu(pre) and gelu'(pre)           (one pass over the block's `pre`)
 //     d_pre = (grad_out @ fc2) * gelu'    (GEMM, the product in its epilogue)
@@ -22,12 +22,13 @@
 //     grad_fc1^T += x^T @ d_pre           (gemm_tn)
 //     and the bias gradients (column sums)
 //
-// so that only x, grad_out, pre and grad_x travel to and from memory, once
-// per block: its chunks follow each other while the block's rows stay in
-// L2, and each GEMM prefetches the first weight panel of the next one. The
-// hidden units go in the forward pass's chunks (all of them where the
-// weights fit in L2); each thread sums the weight gradients of its lane of
-// row blocks, the lanes are added at the end.
+// so that x, grad_out, pre and grad_x travel to and from memory once per
+// block and chunk at most: a block's chunks follow each other, and each
+// GEMM prefetches the first weight panel of the next one. The chunks are
+// small where the weights are large (backward_hidden_chunk), so that each
+// chunk's weights and weight-gradient sums stay in L2 over the block. Each
+// thread sums the weight gradients of its lane of row blocks, the lanes are
+// added at the end.
 #include "cpu_kernels.h"
 #include "gelu.h"
 
@@ -65,6 +66,18 @@ void column_sums(int64_t m, int64_t n, const float* a, int64_t lda, float* sum, 
 }
 
 MMINCNEXT_AVX512_END
+
+// The backward pass's hidden chunks: all H units where both weights take at
+// most kWholeHiddenWeightBytes (as in the forward), else 64 (or the widest
+// multiple of 16 below it that divides H): the chunk's two weights and the
+// lane's two sums for it, 4 C Hc floats, then stay in L2 while the rows of
+// a long row block go through them.
+int64_t backward_hidden_chunk(int64_t C, int64_t H) {
+  if (8 * C * H <= kWholeHiddenWeightBytes) return H;
+  for (int64_t hc = 64; hc > 16; hc -= 16)
+    if (H % hc == 0) return hc;
+  return 16;
+}
 
 }  // namespace
 
@@ -118,10 +131,12 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   check_rows(pre, M, H, "pre");
   at::NoGradGuard no_grad;
   // d_pre = grad_out @ fc2 and grad_x = d_pre @ fc1 are the forward GEMMs
-  // with fc2^T and fc1^T as weights: packed alike from fc2 and fc1, in the
-  // same hidden chunks (biases unused)
+  // with fc2^T and fc1^T as weights: packed alike from fc2 and fc1, in
+  // hidden chunks of their own (biases unused)
   const torch::Tensor zeros_h = torch::zeros({H}, x.options()), zeros_c = torch::zeros({C}, x.options());
-  const Mlp mlp = make_mlp(C, fc2_weight, zeros_h, fc1_weight, zeros_c, hidden_chunk, "mlp_backward", true);
+  const Mlp mlp = make_mlp(C, fc2_weight, zeros_h, fc1_weight, zeros_c,
+                           hidden_chunk == 0 ? backward_hidden_chunk(C, H) : hidden_chunk,
+                           "mlp_backward", true);
   const int64_t Hc = mlp.Hc, chunks = H / Hc;
   const float *Wg = mlp.w1.data_ptr<float>(), *Wx = mlp.w2.data_ptr<float>();
   const float *X = x.data_ptr<float>(), *G = grad_out.data_ptr<float>(), *P = pre.data_ptr<float>();

@@ -33,5 +33,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_backward", &mlp_backward,
         "[grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias] of mlp_forward's out",
         py::arg("grad_out"), py::arg("x"), py::arg("pre"), py::arg("fc1_weight"), py::arg("fc2_weight"),
-        py::arg("hidden_block_bytes") = kHiddenBlockBytes, py::arg("hidden_chunk") = 0);
+        py::arg("hidden_block_bytes") = kBackwardBlockBytes, py::arg("hidden_chunk") = 0);
 }
