@@ -92,7 +92,7 @@ def test_config_follows_paper_recipe(name):
         assert cfg.optim_wrapper == dict(
             type='OptimWrapper',
             optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
-                           weight_decay=0.01),
+                           weight_decay=0.01, fused=True),
             paramwise_cfg=dict(norm_decay_mult=0.))
         assert cfg.param_scheduler == [
             dict(type='LinearLR', start_factor=1e-6, by_epoch=False,
@@ -107,7 +107,8 @@ def test_config_follows_paper_recipe(name):
         assert model.decode_head.type == 'FPNHead'
         assert cfg.optim_wrapper == dict(
             type='OptimWrapper',
-            optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4))
+            optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4,
+                           fused=True))
         assert cfg.param_scheduler == [
             dict(type='PolyLR', power=0.9, eta_min=0.0, by_epoch=False,
                  begin=0, end=40000)]
