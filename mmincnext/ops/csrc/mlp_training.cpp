@@ -11,8 +11,9 @@
 //
 // mlp_forward is fused_mlp's row-block pass (mlp_blocks) that also writes
 // `pre` for the backward pass. mlp_backward takes row blocks (of
-// kBackwardBlockBytes of hidden gradients per chunk) and, per block and,
-// within it, per chunk of hidden units, computes
+// kBackwardBlockBytes of hidden gradients per chunk, at most
+// kBackwardMaxRows rows) and, per block and, within it, per chunk of hidden
+// units, computes
 //
 //     gelu(pre) and gelu'(pre)           (one pass over the block's `pre`)
 //     d_pre = (grad_out @ fc2) * gelu'    (GEMM, the product in its epilogue)
@@ -66,6 +67,11 @@ void column_sums(int64_t m, int64_t n, const float* a, int64_t lda, float* sum, 
 }
 
 MMINCNEXT_AVX512_END
+
+// Row blocks of the backward pass of at most kBackwardMaxRows rows: longer
+// ones (small chunks at detection sizes) read their rows of x and grad_out
+// from beyond L2 once per chunk.
+constexpr int64_t kBackwardMaxRows = 512;
 
 // The backward pass's hidden chunks: all H units where both weights take at
 // most kWholeHiddenWeightBytes (as in the forward), else 64 (or the widest
@@ -140,7 +146,8 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   const int64_t Hc = mlp.Hc, chunks = H / Hc;
   const float *Wg = mlp.w1.data_ptr<float>(), *Wx = mlp.w2.data_ptr<float>();
   const float *X = x.data_ptr<float>(), *G = grad_out.data_ptr<float>(), *P = pre.data_ptr<float>();
-  const auto [rows, blocks] = row_blocks(M, std::lcm(tile_rows(Hc), tile_rows(C)), hidden_block_bytes / (Hc * 4));
+  const auto [rows, blocks] =
+      row_blocks(M, std::lcm(tile_rows(Hc), tile_rows(C)), std::min(hidden_block_bytes / (Hc * 4), kBackwardMaxRows));
   // one lane of consecutive row blocks per thread, with its own sums
   // (grad_fc1^T and grad_fc2 as [chunks, C, Hc], the biases'): a lane's
   // blocks, and so the order of every sum, do not depend on which thread
