@@ -143,7 +143,7 @@ template <int MR, int NV>
 inline void tn_kernel(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K, float* c, int64_t ldc,
                       bool add) {
   __m512 acc[MR][NV];
-  if (add)  // the sums to add to (in L3 where the weights are large) arrive during the loop
+  if (add)  // the sums to add to arrive during the loop
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
   for (int i = 0; i < MR; ++i)
