@@ -110,6 +110,11 @@ def _read_choices(path: str) -> dict:
     return choices
 
 
+def _warn_not_kept(path: str, error: OSError):
+    warnings.warn(f'{path}: cannot keep the GEMM library choice ({error}); '
+                  'measured for this process only')
+
+
 @functools.lru_cache(maxsize=None)
 def _chosen(threads: int) -> str:
     """The machine's kept choice for ``threads``, or a new measurement,
@@ -120,8 +125,7 @@ def _chosen(threads: int) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         lock = open(path + '.lock', 'a')
     except OSError as e:
-        warnings.warn(f'{path}: cannot keep the GEMM library choice ({e}); '
-                      'measured for this process only')
+        _warn_not_kept(path, e)
         return _measured()
     with lock:
         try:
@@ -138,8 +142,7 @@ def _chosen(threads: int) -> str:
                 json.dump(choices, f, indent=1, sort_keys=True)
             os.replace(path + '.tmp', path)
         except OSError as e:
-            warnings.warn(f'{path}: cannot keep the GEMM library choice '
-                          f'({e}); measured for this process only')
+            _warn_not_kept(path, e)
         return choices[key]
 
 
