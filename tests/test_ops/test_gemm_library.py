@@ -61,6 +61,21 @@ def test_choice_is_kept_for_every_process_on_the_machine(own_choices):
     assert json.loads(path.read_text()) == {key: again}
 
 
+def test_choice_measured_for_the_process_where_it_cannot_be_kept(
+        own_choices, monkeypatch, tmp_path):
+    """A cache folder that cannot be made (here: a file stands in its
+    place) is named in a warning, and the choice is measured for this
+    process only."""
+    module, _ = own_choices
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('')
+    monkeypatch.setenv(module.CACHE_ENV_VAR, str(blocker))
+    with pytest.warns(UserWarning, match='not_a_folder.*cannot keep the '
+                      'GEMM library choice'):
+        assert gemm_library() in GEMM_LIBRARIES
+    assert blocker.read_text() == ''
+
+
 def train_step(model, x):
     model.zero_grad(set_to_none=True)
     outs = model(x)
