@@ -22,8 +22,10 @@ def read_requirements(name):
 
 
 def extensions():
-    """``mmincnext._ext``: the CPU inference kernels (fused MLP, token mixer,
-    whole block; x86-64, AVX-512 at run time).
+    """``mmincnext._ext`` and ``mmincnext._ext_avx2``: the CPU kernels (fused
+    MLP, token mixer, whole block, and their training passes; x86-64), built
+    twice from the same sources, for AVX-512 and for AVX2 (with
+    ``MMINCNEXT_AVX2``); ``mmincnext.ops`` loads the one the CPU runs.
 
     Optional: skipped when torch is not importable (an isolated build), on
     other architectures or with ``MMINCNEXT_WITH_OPS=0``; a failed compile
@@ -43,17 +45,24 @@ def extensions():
             try:
                 super().build_extension(ext)
             except Exception as e:  # compiler missing or failing
-                warnings.warn(f'mmincnext._ext was not built ({e}); '
+                warnings.warn(f'{ext.name} was not built ({e}); '
                               "PyTorch's kernels will be used instead")
 
     # Every .cpp of the folder (the kernels and pybind.cpp, the module); the
     # headers there are dependencies, so that editing one alone rebuilds.
     csrc = 'mmincnext/ops/csrc'
-    ext = CppExtension(
-        'mmincnext._ext', sorted(glob.glob(f'{csrc}/*.cpp')),
-        depends=sorted(glob.glob(f'{csrc}/*.h')),
-        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
-    return [ext], {'build_ext': OptionalBuildExtension}
+    exts = [
+        CppExtension(
+            name, sorted(glob.glob(f'{csrc}/*.cpp')),
+            depends=sorted(glob.glob(f'{csrc}/*.h')),
+            define_macros=macros,
+            extra_compile_args=['-O3', '-fopenmp'],
+            extra_link_args=['-fopenmp'])
+        for name, macros in (('mmincnext._ext', []),
+                             ('mmincnext._ext_avx2', [('MMINCNEXT_AVX2',
+                                                       None)]))
+    ]
+    return exts, {'build_ext': OptionalBuildExtension}
 
 
 ext_modules, cmdclass = extensions()

@@ -140,7 +140,7 @@ ext_log=$(mktemp)
 "$PY" setup.py build_ext --inplace >"$ext_log" 2>&1 || { tail -30 "$ext_log"; exit 1; }
 grep -h 'was not built' "$ext_log" || true  # OptionalBuildExtension's warning
 rm -f "$ext_log"
-"$PY" -c 'import mmincnext.ops as ops; print("[setup] CPU kernels (mmincnext._ext):", "available" if ops.cpu_kernels_available() else "not available here, PyTorch kernels are used")'
+"$PY" -c 'import mmincnext.ops as ops; print("[setup] CPU kernels:", ops.kernels.kernels_isa() if ops.cpu_kernels_available() else "not available here, PyTorch kernels are used")'
 "$PY" -c "$check_imports"
 echo "$want_stamp" > "$(stamp_file)"
 log "environment ready: $PY ($("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmyolo; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmyolo {mmyolo.__version__}")'))"

@@ -1,10 +1,11 @@
 """Python wrappers of mmincnext's compiled CPU kernels (optional).
 
-``mmincnext._ext`` is built from ``mmincnext/ops/csrc`` by ``setup.py``
-(``make install`` runs ``python setup.py build_ext --inplace``) on x86-64 with
-a C++ compiler. Without it, or on a CPU without AVX-512, every model runs on
-PyTorch's own kernels with the same results; :func:`cpu_kernels_available`
-tells which. All kernels take float32 and run without autograd: the
+``mmincnext._ext`` (AVX-512) and ``mmincnext._ext_avx2`` (AVX2) are built
+from ``mmincnext/ops/csrc`` by ``setup.py`` (``make install`` runs ``python
+setup.py build_ext --inplace``) on x86-64 with a C++ compiler; the first one
+the CPU runs is loaded (:func:`kernels_isa`). Without them, or on a CPU with
+neither instruction set, every model runs on PyTorch's own kernels with the
+same results; :func:`cpu_kernels_available` tells which. All kernels take float32 and run without autograd: the
 inference kernels, the token mixer's backward pass (:func:`mixer_backward`;
 its forward pass is :func:`inception_mixer`) and the forward and backward
 halves of the training MLP (:func:`mlp_forward`, :func:`mlp_backward`),
@@ -18,34 +19,51 @@ import importlib.util
 import warnings
 
 
+# The builds, in order of preference, and the instruction set each needs.
+_BUILDS = (('mmincnext._ext', 'avx512'), ('mmincnext._ext_avx2', 'avx2'))
+
+
 def _load_extension():
-    if importlib.util.find_spec('mmincnext._ext') is None:
-        return None  # not built: a pure-Python install
-    try:
-        return importlib.import_module('mmincnext._ext')
-    except ImportError as e:  # built, but e.g. against another torch
-        warnings.warn(
-            f'mmincnext._ext does not load ({e}); rebuild it with '
-            '`pip install --no-build-isolation -e .` or `python setup.py '
-            "build_ext --inplace`. Falling back to PyTorch's kernels.")
-        return None
+    """The first build that loads and whose instruction set the CPU has, as
+    ``(module, isa)``, or ``(None, None)``."""
+    for name, isa in _BUILDS:
+        if importlib.util.find_spec(name) is None:
+            continue  # not built: a pure-Python install
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:  # built, but e.g. against another torch
+            warnings.warn(
+                f'{name} does not load ({e}); rebuild it with '
+                '`pip install --no-build-isolation -e .` or `python setup.py '
+                "build_ext --inplace`. Falling back to PyTorch's kernels.")
+            continue
+        if module.cpu_supported():
+            return module, isa
+    return None, None
 
 
-_ext = _load_extension()
+_ext, _isa = _load_extension()
 
 
 @functools.lru_cache(maxsize=None)
 def cpu_kernels_available() -> bool:
-    """Whether the kernels can run: the extension is built and the CPU has
-    AVX-512 (F, DQ) and FMA."""
-    return _ext is not None and _ext.cpu_supported()
+    """Whether the kernels can run: an extension is built for an
+    instruction set this CPU has (AVX-512 F/DQ and FMA, or AVX2 and
+    FMA)."""
+    return _ext is not None
+
+
+def kernels_isa():
+    """The instruction set of the loaded kernels: ``'avx512'``, ``'avx2'``,
+    or None where none runs."""
+    return _isa
 
 
 def _extension(name):
     if not cpu_kernels_available():
         raise RuntimeError(
             f'mmincnext.ops.{name} needs the compiled extension (python '
-            'setup.py build_ext --inplace) and an AVX-512 CPU')
+            'setup.py build_ext --inplace) and a CPU with AVX-512 or AVX2')
     return getattr(_ext, name)
 
 
@@ -139,7 +157,8 @@ def mixer_backward(grad_y, x, w_hw, w_w, w_h):
     return tuple(_extension('mixer_backward')(grad_y, x, w_hw, w_w, w_h))
 
 
-def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *,
+                hidden_chunk=0, hidden_lanes=None):
     """The forward pass of the training MLP: :func:`fused_mlp` (without the
     residual where ``shortcut`` is None) that also returns ``fc1``'s
     outputs before GELU, for :func:`mlp_backward`.
@@ -148,17 +167,30 @@ def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
         x, fc1_weight, fc1_bias, fc2_weight, fc2_bias (Tensor): As in
             :func:`fused_mlp`.
         shortcut (Tensor | None): ``[M, C]`` residual rows, or None.
+        hidden_chunk (int): Hidden units per chunk, a multiple of 16 that
+            divides ``H``; 0 (default): as :func:`fused_mlp` for lanes of
+            row blocks, as :func:`mlp_backward` for lanes of hidden chunks.
+        hidden_lanes (bool, optional): As in :func:`mlp_backward`: lanes
+            of hidden chunks (True), each thread reading only its share of
+            the weights, or of row blocks (False); default: hidden chunks
+            where ``M < H``.
 
     Returns:
         tuple[Tensor, Tensor]: ``out [M, C]`` and the pre-activations
         ``pre [M, H]``.
     """
-    return tuple(_extension('mlp_forward')(x, shortcut, fc1_weight,
-                                           fc1_bias, fc2_weight, fc2_bias))
+    return tuple(_extension('mlp_forward')(
+        x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+        hidden_chunk=hidden_chunk, hidden_lanes=_lanes(hidden_lanes)))
+
+
+def _lanes(hidden_lanes):
+    """The kernels' ``hidden_lanes``: -1 (chosen by the shapes), 0 or 1."""
+    return -1 if hidden_lanes is None else int(bool(hidden_lanes))
 
 
 def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
-                 hidden_block_bytes=None, hidden_chunk=0):
+                 hidden_block_bytes=None, hidden_chunk=0, hidden_lanes=None):
     """The gradients of :func:`mlp_forward`'s ``out`` with respect to ``x``
     and the four weights, in one pass over row blocks (hidden units in
     chunks whose weights and per-thread weight-gradient sums stay in L2).
@@ -175,6 +207,12 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
             divides ``H``; 0 (default): all of them where both weights take
             at most 2 MiB, else 64 (or the widest multiple of 16 below it
             that divides ``H``).
+        hidden_lanes (bool, optional): How the threads share the work: in
+            lanes of hidden chunks over all rows (True) or in lanes of row
+            blocks over all hidden units (False); default: hidden chunks
+            where there are fewer rows than hidden units (``M < H``), where
+            the row lanes' per-thread weight-gradient sums would move more
+            memory than the hidden lanes' per-thread ``grad_x`` sums.
 
     Returns:
         tuple[Tensor, ...]: ``grad_x [M, C]``, ``grad_fc1_weight [H, C]``,
@@ -186,4 +224,5 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
     return tuple(_extension('mlp_backward')(grad_out, x, pre, fc1_weight,
                                             fc2_weight,
                                             hidden_chunk=hidden_chunk,
+                                            hidden_lanes=_lanes(hidden_lanes),
                                             **sizes))

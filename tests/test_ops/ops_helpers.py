@@ -17,10 +17,17 @@ def cpu_flags():
         return set()
 
 
-CPU_RUNS_KERNEL = (platform.machine() in ('x86_64', 'AMD64')
-                   and {'avx512f', 'avx512dq', 'fma'} <= cpu_flags())
+# The kernels' builds need AVX-512 (F, DQ) and FMA, or AVX2 and FMA.
+CPU_ISA = None
+if platform.machine() in ('x86_64', 'AMD64'):
+    if {'avx512f', 'avx512dq', 'fma'} <= cpu_flags():
+        CPU_ISA = 'avx512'
+    elif {'avx2', 'fma'} <= cpu_flags():
+        CPU_ISA = 'avx2'
+CPU_RUNS_KERNEL = CPU_ISA is not None
 needs_kernel = pytest.mark.skipif(
-    not CPU_RUNS_KERNEL, reason='the kernel needs an x86-64 CPU with AVX-512')
+    not CPU_RUNS_KERNEL,
+    reason='the kernels need an x86-64 CPU with AVX-512 or AVX2')
 
 
 def reference(x, shortcut, w1, b1, w2, b2):
@@ -44,11 +51,11 @@ def rel_err(out, ref):
     return ((out.double() - ref).abs().max() / ref.abs().max()).item()
 
 
-def on_threads(threads, fn, *args):
-    """``fn(*args)`` on ``threads`` intra-op threads."""
+def on_threads(threads, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on ``threads`` intra-op threads."""
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(before)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ops_helpers import (needs_kernel, on_threads, random_mlp, reference,
-                         rel_err)
+from ops_helpers import (CPU_ISA, needs_kernel, on_threads, random_mlp,
+                         reference, rel_err)
 
 from mmincnext import ops
 from mmincnext.models.backbones.inception_next import InceptionDWConv2d
@@ -17,9 +17,11 @@ from mmincnext.models.backbones.inception_next import InceptionDWConv2d
 
 @needs_kernel
 def test_extension_is_built_on_a_cpu_that_runs_it():
-    """`make install` builds mmincnext._ext; on this CPU it must load and
-    run (else every test below would check the fallback instead)."""
+    """`make install` builds mmincnext._ext (AVX-512) and _ext_avx2; on this
+    CPU the build for its best instruction set must load and run (else
+    every test below would check the fallback instead)."""
     assert ops.cpu_kernels_available()
+    assert ops.kernels.kernels_isa() == CPU_ISA
 
 
 @needs_kernel

@@ -27,13 +27,7 @@
 #include <numeric>
 #include <vector>
 
-// Code between MMINCNEXT_AVX512_BEGIN and MMINCNEXT_AVX512_END is compiled
-// for the instruction sets that cpu_supported() checks (AVX-512 F and DQ,
-// FMA), and runs only where it returns true: each entry point checks it
-// first. Declarations of such functions stand between them too, like their
-// definitions.
-#define MMINCNEXT_AVX512_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512dq,fma\")")
-#define MMINCNEXT_AVX512_END _Pragma("GCC pop_options")
+#include "simd.h"
 
 namespace mmincnext {
 
@@ -95,8 +89,15 @@ constexpr bool reads_r(Epilogue e) { return e == kBiasResidual || e == kAdd || e
 
 // Register blocking by the width of the output: NV vectors of 16 columns
 // per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
+// With AVX2 (16 ymm registers, two per vector of 16) the tiles are 6 rows
+// of one vector: 12 accumulators.
+#ifdef MMINCNEXT_AVX2
+inline int panel_vectors(int64_t) { return 1; }
+constexpr int tile_rows_of(int) { return 6; }
+#else
 inline int panel_vectors(int64_t n) { return n % 64 == 0 ? 4 : n % 48 == 0 ? 3 : n % 32 == 0 ? 2 : 1; }
 constexpr int tile_rows_of(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }  // MR for NV
+#endif
 
 // Rows of the register tiles of gemm_rows_any for an output width n.
 inline int64_t tile_rows(int64_t n) { return tile_rows_of(panel_vectors(n)); }
@@ -117,7 +118,7 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
 void gemm_tn(int64_t K, const float* a, int64_t lda, int64_t M, const float* b, int64_t ldb, int64_t N, float* c,
              int64_t ldc, bool add);
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 // Panels of the weights for gemm_rows_any: for each of `chunks` column
 // ranges [c K, (c + 1) K) of W [N, chunks K] (row stride ldw), panels of NR
@@ -129,7 +130,7 @@ void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chun
 void pack_panels_of_transposed(const float* wt, int64_t ldt, int64_t N, int64_t K, int64_t chunks, int64_t NR,
                                float* out);
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 // ---------------------------------------------------------------------------
 // The fused MLP (fused_mlp.cpp).
@@ -179,7 +180,7 @@ inline std::pair<int64_t, int64_t> row_blocks(int64_t M, int64_t tile, int64_t t
   return {rows, (M + rows - 1) / rows};
 }
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 // x[i, j] -> keep[i, j], then x[i, j] = gelu(x[i, j]), for m rows of n
 // columns (a multiple of 16), x with row stride n, keep (64-byte aligned)
@@ -187,7 +188,7 @@ MMINCNEXT_AVX512_BEGIN
 // the backward pass only (mlp_training.cpp).
 void gelu_rows_keep(int64_t m, int64_t n, float* x, float* keep, int64_t ldk);
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 // out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
 // activations (one chunk of Hc units at a time) take about
@@ -258,18 +259,13 @@ Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch:
                  const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
                  const c10::optional<torch::Tensor>& shift, std::vector<torch::Tensor>& keep, const char* op);
 
-MMINCNEXT_AVX512_BEGIN
-
-// The first min(n, 16) lanes of a vector of 16 channels.
-inline __mmask16 channel_mask(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-}
+MMINCNEXT_SIMD_BEGIN
 
 // Rows y[0 .. p1 - p0) (row stride ldy) for the flattened pixels [p0, p1) of
 // x [N * H * W, C], one image-row segment at a time.
 void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float* y, int64_t ldy);
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 // ---------------------------------------------------------------------------
 // The functions of the Python module, bound in pybind.cpp (cpu_supported
@@ -299,11 +295,12 @@ std::vector<torch::Tensor> mixer_backward(const torch::Tensor& grad_y, const tor
                                           const torch::Tensor& w_h);
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias);
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias,
+                                       int64_t hidden_chunk, int64_t hidden_lanes);
 
 std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const torch::Tensor& x,
                                         const torch::Tensor& pre, const torch::Tensor& fc1_weight,
                                         const torch::Tensor& fc2_weight, int64_t hidden_block_bytes,
-                                        int64_t hidden_chunk);
+                                        int64_t hidden_chunk, int64_t hidden_lanes);
 
 }  // namespace mmincnext

@@ -66,7 +66,7 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
 torch::Tensor fused_mlp(const torch::Tensor& x, const torch::Tensor& shortcut, const torch::Tensor& fc1_weight,
                         const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
                         const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk) {
-  TORCH_CHECK(cpu_supported(), "fused_mlp needs a CPU with AVX-512 (F, DQ) and FMA");
+  TORCH_CHECK(cpu_supported(), "fused_mlp needs a CPU with " MMINCNEXT_ISA_NAME);
   check_contiguous(x, "fused_mlp", "x");
   check_contiguous(shortcut, "fused_mlp", "shortcut");
   TORCH_CHECK(x.dim() == 2 && shortcut.sizes() == x.sizes(), "fused_mlp: x and shortcut must be [M, C] alike");

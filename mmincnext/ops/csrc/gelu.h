@@ -1,4 +1,4 @@
-// The exact (erf) GELU on 16 floats, through a piecewise polynomial of the
+// The exact (erf) GELU on 16 floats (simd.h), through a piecewise polynomial of the
 // normal CDF, within 2.4e-7 of it, the float32 rounding of the result: the
 // epilogue of fc1 in the GEMM kernel (gemm.cpp); and with its derivative for
 // the backward pass (mlp_training.cpp).
@@ -14,13 +14,13 @@
 
 namespace mmincnext {
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 // gelu(x) = x Phi(x) = max(x, 0) - a Phi(-a) with a = |x|, since Phi(x) =
 // 1 - Phi(-a) for x >= 0: no cancellation in either tail. q(a) = Phi(-a) =
 // erfc(a / sqrt(2)) / 2 is a degree-5 polynomial in u = a s - k on each of
 // 16 intervals k = round(a s) (|u| <= 1/2, width 0.36), its coefficients
-// looked up in registers (vpermps); a is clamped at 5.6, where a q(a) =
+// looked up in registers (vpermps: v_lookup16); a is clamped at 5.6, where a q(a) =
 // 6e-8. Least-squares fits on 256 Chebyshev nodes per interval, rounded to
 // float32.
 inline constexpr float kGeluScale = 2.766071319580078f, kGeluMaxAbs = 5.6f;
@@ -46,60 +46,56 @@ alignas(64) inline constexpr float kGeluQ[6][16] = {
 };
 
 // q(a) = Phi(-a) for a = min(|x|, 5.6).
-inline __m512 normal_tail512(__m512 a) {
-  const __m512 s = _mm512_set1_ps(kGeluScale), magic = _mm512_set1_ps(12582912.f);  // 1.5 * 2^23
-  const __m512 t = _mm512_fmadd_ps(a, s, magic);  // k = round(a s) in the low mantissa bits
-  const __m512i k = _mm512_castps_si512(t);
-  const __m512 u = _mm512_fmsub_ps(a, s, _mm512_sub_ps(t, magic));
-  __m512 q = _mm512_permutexvar_ps(k, _mm512_load_ps(kGeluQ[5]));
-  for (int d = 4; d >= 0; --d) q = _mm512_fmadd_ps(q, u, _mm512_permutexvar_ps(k, _mm512_load_ps(kGeluQ[d])));
+inline vec16 normal_tail(vec16 a) {
+  const vec16 s = v_set1(kGeluScale), magic = v_set1(12582912.f);  // 1.5 * 2^23
+  const vec16 t = v_fmadd(a, s, magic);  // k = round(a s) in the low mantissa bits
+  const vec16 u = v_fmsub(a, s, v_sub(t, magic));
+  vec16 q = v_lookup16(t, kGeluQ[5]);
+  for (int d = 4; d >= 0; --d) q = v_fmadd(q, u, v_lookup16(t, kGeluQ[d]));
   return q;
 }
 
 // gelu(x) = max(x, 0) - a q(a) from a = min(|x|, 5.6) and q(a).
-inline __m512 gelu_of_tail512(__m512 x, __m512 a, __m512 q) {
-  return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), x), _mm512_mul_ps(a, q));
+inline vec16 gelu_of_tail(vec16 x, vec16 a, vec16 q) {
+  return v_sub(v_max(v_zero(), x), v_mul(a, q));
 }
 
 // 19 vector instructions; a NaN x gives a = 5.6 (min takes the second
 // operand) and a NaN result through max(0, x) (likewise).
-inline __m512 gelu512(__m512 x) {
-  const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
-  return gelu_of_tail512(x, a, normal_tail512(a));
+inline vec16 gelu16(vec16 x) {
+  const vec16 a = v_min(v_abs(x), v_set1(kGeluMaxAbs));
+  return gelu_of_tail(x, a, normal_tail(a));
 }
 
 // exp(t) for t <= 0 (t < -87.3 gives about 1e-38, and so does a NaN t): t = n ln 2
 // + r with |r| <= ln 2 / 2 (ln 2 in two parts), exp(r) by its degree-6
-// Taylor polynomial (relative error below 2e-7), times 2^n by vscalefps.
-inline __m512 exp_nonpositive512(__m512 t) {
-  t = _mm512_max_ps(t, _mm512_set1_ps(-87.3f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), t);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-  __m512 p = _mm512_set1_ps(1.f / 720);
-  for (const float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  return _mm512_scalef_ps(p, n);
+// Taylor polynomial (relative error below 2e-7), times 2^n.
+inline vec16 exp_nonpositive(vec16 t) {
+  t = v_max(t, v_set1(-87.3f));
+  const vec16 n = v_round(v_mul(t, v_set1(1.44269504f)));
+  vec16 r = v_fnmadd(n, v_set1(0.693145752f), t);
+  r = v_fnmadd(n, v_set1(1.42860677e-6f), r);
+  vec16 p = v_set1(1.f / 720);
+  for (const float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = v_fmadd(p, r, v_set1(c));
+  return v_scale2(p, n);
 }
 
 // gelu(x) and its derivative Phi(x) + x phi(x) (phi the normal density),
 // for the backward pass: Phi(x) = 1 - q(|x|) for x >= 0, else q(|x|).
 // A NaN x gives NaN for both.
-inline void gelu_and_grad512(__m512 x, __m512& gelu, __m512& grad) {
-  const __m512 a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kGeluMaxAbs));
-  const __m512 q = normal_tail512(a);
-  gelu = gelu_of_tail512(x, a, q);
-  const __mmask16 positive = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-  const __m512 cdf = _mm512_mask_sub_ps(q, positive, _mm512_set1_ps(1.f), q);
+inline void gelu_and_grad(vec16 x, vec16& gelu, vec16& grad) {
+  const vec16 a = v_min(v_abs(x), v_set1(kGeluMaxAbs));
+  const vec16 q = normal_tail(a);
+  gelu = gelu_of_tail(x, a, q);
+  const vec16 cdf = v_select(v_ge(x, v_zero()), v_sub(v_set1(1.f), q), q);
   // phi(x) = 0 from |x| = 13 on (phi(13) = 1e-37), so that x phi(x) is 0
   // there even where x^2 overflows (a NaN x: 0 too, then NaN through x)
-  const __mmask16 inner = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(13.f), _CMP_LT_OQ);
-  const __m512 pdf = _mm512_maskz_mul_ps(
-      inner, _mm512_set1_ps(0.398942280f),
-      exp_nonpositive512(_mm512_mul_ps(_mm512_set1_ps(-0.5f), _mm512_mul_ps(x, x))));
-  grad = _mm512_fmadd_ps(x, pdf, cdf);
+  const vec16 pdf = v_select(v_lt(v_abs(x), v_set1(13.f)),
+                             v_mul(v_set1(0.398942280f), exp_nonpositive(v_mul(v_set1(-0.5f), v_mul(x, x)))),
+                             v_zero());
+  grad = v_fmadd(x, pdf, cdf);
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 }  // namespace mmincnext

@@ -11,7 +11,7 @@
 namespace mmincnext {
 namespace {
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 // c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV]), a with row stride lda, b
 // a packed panel, c (and the residual r) with row stride ldc (ldr). The
@@ -22,30 +22,30 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
                          int64_t ldr, float* c, int64_t ldc, const float* pf,
                          int64_t pf_lines) {
   constexpr int NR = 16 * NV;
-  __m512 acc[MR][NV];
+  vec16 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) acc[i][v] = v_zero();
   for (int64_t k = 0; k < K; ++k) {
     if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
-    __m512 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * NR + 16 * v);
+    vec16 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = v_load(b + k * NR + 16 * v);
     for (int i = 0; i < MR; ++i) {
-      const __m512 av = _mm512_set1_ps(a[i * lda + k]);
+      const vec16 av = v_set1(a[i * lda + k]);
       for (int v = 0; v < NV; ++v)
-        acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+        acc[i][v] = v_fmadd(av, bv[v], acc[i][v]);
     }
   }
   for (int v = 0; v < NV; ++v) {
-    const __m512 bb = has_bias(EPI) ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
+    const vec16 bb = has_bias(EPI) ? v_load(bias + 16 * v) : v_zero();
     for (int i = 0; i < MR; ++i) {
-      __m512 y = has_bias(EPI) ? _mm512_add_ps(acc[i][v], bb) : acc[i][v];
+      vec16 y = has_bias(EPI) ? v_add(acc[i][v], bb) : acc[i][v];
       if (EPI == kBiasGelu)
-        y = gelu512(y);
+        y = gelu16(y);
       else if (EPI == kMul)
-        y = _mm512_mul_ps(y, _mm512_loadu_ps(r + i * ldr + 16 * v));
+        y = v_mul(y, v_load(r + i * ldr + 16 * v));
       else if (reads_r(EPI))
-        y = _mm512_add_ps(y, _mm512_loadu_ps(r + i * ldr + 16 * v));
-      _mm512_storeu_ps(c + i * ldc + 16 * v, y);
+        y = v_add(y, v_load(r + i * ldr + 16 * v));
+      v_store(c + i * ldc + 16 * v, y);
     }
   }
 }
@@ -104,7 +104,7 @@ void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
   }
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 }  // namespace
 
@@ -131,7 +131,7 @@ MMINCNEXT_GEMM_ROWS(kMul)
 MMINCNEXT_GEMM_ROWS(kStore)
 #undef MMINCNEXT_GEMM_ROWS
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 namespace {
 
@@ -142,24 +142,24 @@ namespace {
 template <int MR, int NV>
 inline void tn_kernel(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K, float* c, int64_t ldc,
                       bool add) {
-  __m512 acc[MR][NV];
+  vec16 acc[MR][NV];
   if (add)  // the sums to add to arrive during the loop
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) acc[i][v] = v_zero();
   for (int64_t k = 0; k < K; ++k) {
-    __m512 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
+    vec16 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = v_load(b + k * ldb + 16 * v);
     for (int i = 0; i < MR; ++i) {
-      const __m512 av = _mm512_set1_ps(a[k * lda + i]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+      const vec16 av = v_set1(a[k * lda + i]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = v_fmadd(av, bv[v], acc[i][v]);
     }
   }
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v)
-      _mm512_storeu_ps(c + i * ldc + 16 * v,
-                       add ? _mm512_add_ps(acc[i][v], _mm512_loadu_ps(c + i * ldc + 16 * v)) : acc[i][v]);
+      v_store(c + i * ldc + 16 * v,
+                       add ? v_add(acc[i][v], v_load(c + i * ldc + 16 * v)) : acc[i][v]);
 }
 
 // tn_kernel for the last r < R rows of the output.
@@ -185,7 +185,7 @@ void gemm_tn_nv(int64_t K, const float* a, int64_t lda, int64_t M, const float* 
 
 }  // namespace
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 void gemm_tn(int64_t K, const float* a, int64_t lda, int64_t M, const float* b, int64_t ldb, int64_t N, float* c,
              int64_t ldc, bool add) {
@@ -197,36 +197,7 @@ void gemm_tn(int64_t K, const float* a, int64_t lda, int64_t M, const float* b, 
   }
 }
 
-MMINCNEXT_AVX512_BEGIN
-
-namespace {
-
-// r[i] = row i of a 16 x 16 block -> r[i] = column i: pairs, then quads
-// within 128-bit lanes, then the lanes.
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {  // r[i + q], lane l: rows i .. i + 3 of column 4 l + q
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int q = 0; q < 4; ++q) {
-    const __m512 a = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44), b = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
-    const __m512 c = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44), d = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
-    t[q] = _mm512_shuffle_f32x4(a, c, 0x88);
-    t[4 + q] = _mm512_shuffle_f32x4(a, c, 0xDD);
-    t[8 + q] = _mm512_shuffle_f32x4(b, d, 0x88);
-    t[12 + q] = _mm512_shuffle_f32x4(b, d, 0xDD);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
-}  // namespace
+MMINCNEXT_SIMD_BEGIN
 
 // Each panel holds one contiguous row of NR columns of W^T per k, what the
 // micro-kernel reads. One pass, in parallel, in 16 x 16 blocks transposed in
@@ -239,10 +210,10 @@ void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chun
     for (int64_t j = 0; j < NR; j += 16) {
       const float* src = w + (p * NR + j) * ldw + c * K;
       for (int64_t k = 0; k < K; k += 16) {
-        __m512 r[16];
-        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ldw + k);
-        transpose16(r);
-        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (k + i) * NR + j, r[i]);
+        vec16 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = v_load(src + i * ldw + k);
+        v_transpose16(r);
+        for (int i = 0; i < 16; ++i) v_store(dst + (k + i) * NR + j, r[i]);
       }
     }
   });
@@ -260,6 +231,6 @@ void pack_panels_of_transposed(const float* wt, int64_t ldt, int64_t N, int64_t 
   });
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 }  // namespace mmincnext

@@ -14,14 +14,14 @@
 
 namespace mmincnext {
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 namespace {
 
-inline void store_affine(const Mixer& m, __m512 v, int64_t c, __mmask16 k, float* y) {
+inline void store_affine(const Mixer& m, vec16 v, int64_t c, lanes16 k, float* y) {
   if (m.scale != nullptr)
-    v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, m.scale + c), _mm512_maskz_loadu_ps(k, m.shift + c));
-  _mm512_mask_storeu_ps(y + c, k, v);
+    v = v_fmadd(v, v_maskz_load(k, m.scale + c), v_maskz_load(k, m.shift + c));
+  v_mask_store(y + c, k, v);
 }
 
 // One depthwise branch at P consecutive pixels of an image row: output
@@ -34,18 +34,18 @@ inline void branch(const Mixer& m, const float* xp, float* y, int64_t ldy, int64
                    int64_t cx) {
   const int64_t row = m.W * m.C;
   for (int64_t c = 0; c < m.gc; c += 16) {
-    const __mmask16 k = channel_mask(m.gc - c);
-    __m512 acc[P];
-    acc[0] = _mm512_maskz_loadu_ps(k, bias + c);
+    const lanes16 k = channel_mask(m.gc - c);
+    vec16 acc[P];
+    acc[0] = v_maskz_load(k, bias + c);
     for (int j = 1; j < P; ++j) acc[j] = acc[0];
     for (int64_t ty = ty0; ty < ty1; ++ty) {
       const float* xr = xp + (ty - cy) * row + c0 + c;
       const float* wr = wt + ty * kw * m.gc + c;
       for (int64_t tx = tx0; tx < tx1; ++tx) {
-        const __m512 wv = _mm512_maskz_loadu_ps(k, wr + tx * m.gc);
+        const vec16 wv = v_maskz_load(k, wr + tx * m.gc);
         const float* xt = xr + (tx - cx) * m.C;
         for (int j = 0; j < P; ++j)
-          acc[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, xt + j * m.C), wv, acc[j]);
+          acc[j] = v_fmadd(v_maskz_load(k, xt + j * m.C), wv, acc[j]);
       }
     }
     for (int j = 0; j < P; ++j) store_affine(m, acc[j], c0 + c, k, y + j * ldy);
@@ -53,11 +53,15 @@ inline void branch(const Mixer& m, const float* xp, float* y, int64_t ldy, int64
 }
 
 // A branch with a kh x kw kernel over the pixels [w0, w1) of image row h:
-// blocks of 8 pixels where the whole kernel lies inside the image, single
+// blocks of P pixels where the whole kernel lies inside the image, single
 // pixels with the taps clipped (zero padding) elsewhere.
 inline void branch_row(const Mixer& m, const float* x_row, int64_t h, int64_t w0, int64_t w1, float* y,
                        int64_t ldy, int64_t c0, const float* wt, const float* bias, int64_t kh, int64_t kw) {
+#ifdef MMINCNEXT_AVX2
+  constexpr int P = 4;  // 8 of AVX2's 16 registers
+#else
   constexpr int P = 8;
+#endif
   const int64_t cy = kh / 2, cx = kw / 2;
   const int64_t ty0 = std::max<int64_t>(0, cy - h), ty1 = std::min(kh, m.H - h + cy);
   for (int64_t w = w0; w < w1;) {
@@ -85,8 +89,8 @@ void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float*
     for (int64_t w = w0; w < w1; ++w) {
       float* yw = y + (w - w0) * ldy;
       for (int64_t c = 0; c < m.id; c += 16) {
-        const __mmask16 k = channel_mask(m.id - c);
-        store_affine(m, _mm512_maskz_loadu_ps(k, x_row + w * C + c), c, k, yw);
+        const lanes16 k = channel_mask(m.id - c);
+        store_affine(m, v_maskz_load(k, x_row + w * C + c), c, k, yw);
       }
     }
     branch_row(m, x_row, h, w0, w1, y, ldy, m.id, m.w_hw, m.b_hw, m.ks, m.ks);
@@ -97,7 +101,7 @@ void mixer_pixels(const Mixer& m, const float* x, int64_t p0, int64_t p1, float*
   }
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 Mixer make_mixer(const torch::Tensor& x, const torch::Tensor& w_hw, const torch::Tensor& b_hw,
                  const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
@@ -141,7 +145,7 @@ torch::Tensor inception_mixer(const torch::Tensor& x, const torch::Tensor& w_hw,
                               const torch::Tensor& w_w, const torch::Tensor& b_w, const torch::Tensor& w_h,
                               const torch::Tensor& b_h, const c10::optional<torch::Tensor>& scale,
                               const c10::optional<torch::Tensor>& shift) {
-  TORCH_CHECK(cpu_supported(), "inception_mixer needs a CPU with AVX-512 (F, DQ) and FMA");
+  TORCH_CHECK(cpu_supported(), "inception_mixer needs a CPU with " MMINCNEXT_ISA_NAME);
   at::NoGradGuard no_grad;
   std::vector<torch::Tensor> keep;
   const Mixer m = make_mixer(x, w_hw, b_hw, w_w, b_w, w_h, b_h, scale, shift, keep, "inception_mixer");

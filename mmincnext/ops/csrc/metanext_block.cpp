@@ -16,7 +16,7 @@ torch::Tensor metanext_block(const torch::Tensor& x, const torch::Tensor& w_hw, 
                              const c10::optional<torch::Tensor>& shift, const torch::Tensor& fc1_weight,
                              const torch::Tensor& fc1_bias, const torch::Tensor& fc2_weight,
                              const torch::Tensor& fc2_bias, int64_t hidden_block_bytes, int64_t hidden_chunk) {
-  TORCH_CHECK(cpu_supported(), "metanext_block needs a CPU with AVX-512 (F, DQ) and FMA");
+  TORCH_CHECK(cpu_supported(), "metanext_block needs a CPU with " MMINCNEXT_ISA_NAME);
   at::NoGradGuard no_grad;
   std::vector<torch::Tensor> keep;
   const Mixer m = make_mixer(x, w_hw, b_hw, w_w, b_w, w_h, b_h, scale, shift, keep, "metanext_block");

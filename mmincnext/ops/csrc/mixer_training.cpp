@@ -23,7 +23,7 @@ namespace {
 // Lanes of image rows with their own weight and bias sums.
 constexpr int64_t kMixerLanes = 32;
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 // The sums of T consecutive taps (tx0 .. tx0 + T) of kernel row ty over one
 // image row: s[t][c] += sum_w gy[w][c] * x_row[w + tx0 + t - cx][c] for
@@ -36,31 +36,36 @@ void tap_sums(const float* gy, const float* x_row, int64_t W, int64_t C, int64_t
   // pixels where all T taps fall inside the row
   const int64_t w_lo = std::clamp<int64_t>(cx - tx0, 0, W), w_hi = std::clamp<int64_t>(W + cx - tx0 - T + 1, w_lo, W);
   for (int64_t c = 0; c < gc; c += 16) {
-    const __mmask16 k = channel_mask(gc - c);
-    __m512 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    const lanes16 k = channel_mask(gc - c);
+    vec16 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = v_zero();
     const float* xc = x_row + c0 + c + (tx0 - cx) * C;  // tap 0 of pixel 0
     auto edge = [&](int64_t w) {
-      const __m512 g = _mm512_maskz_loadu_ps(k, gy + w * C + c0 + c);
+      const vec16 g = v_maskz_load(k, gy + w * C + c0 + c);
       for (int t = 0; t < T; ++t) {
         const int64_t src = w + tx0 + t - cx;
-        if (src >= 0 && src < W) acc[t] = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(k, xc + (w + t) * C), acc[t]);
+        if (src >= 0 && src < W) acc[t] = v_fmadd(g, v_maskz_load(k, xc + (w + t) * C), acc[t]);
       }
     };
     for (int64_t w = 0; w < w_lo; ++w) edge(w);
     for (int64_t w = w_lo; w < w_hi; ++w) {
-      const __m512 g = _mm512_maskz_loadu_ps(k, gy + w * C + c0 + c);
+      const vec16 g = v_maskz_load(k, gy + w * C + c0 + c);
       for (int t = 0; t < T; ++t)
-        acc[t] = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(k, xc + (w + t) * C), acc[t]);
+        acc[t] = v_fmadd(g, v_maskz_load(k, xc + (w + t) * C), acc[t]);
     }
     for (int64_t w = w_hi; w < W; ++w) edge(w);
     for (int t = 0; t < T; ++t)
-      _mm512_mask_storeu_ps(s + t * gc + c, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, s + t * gc + c), acc[t]));
+      v_mask_store(s + t * gc + c, k, v_add(v_maskz_load(k, s + t * gc + c), acc[t]));
   }
 }
 
-// tap_sums<T> for a T of 1 .. kMaxTaps known at run time.
+// tap_sums<T> for a T of 1 .. kMaxTaps known at run time (12 or, with
+// AVX2's 16 registers, 6 accumulators of 16 floats).
+#ifdef MMINCNEXT_AVX2
+constexpr int kMaxTaps = 6;
+#else
 constexpr int kMaxTaps = 12;
+#endif
 template <int T = kMaxTaps>
 void tap_sums_of(int taps, const float* gy, const float* x_row, int64_t W, int64_t C, int64_t c0, int64_t gc,
                  int64_t tx0, int64_t cx, float* s) {
@@ -82,31 +87,31 @@ void branch_sums(const float* gy_img, const float* x_img, int64_t h, int64_t H, 
       tap_sums_of(taps, gy, x_img + (h + ty - cy) * W * C, W, C, c0, gc, tx, cx, sw + (ty * kw + tx) * gc);
     }
   for (int64_t c = 0; c < gc; c += 16) {
-    const __mmask16 k = channel_mask(gc - c);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t w = 0; w < W; ++w) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(k, gy + w * C + c0 + c));
-    _mm512_mask_storeu_ps(sb + c, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, sb + c), acc));
+    const lanes16 k = channel_mask(gc - c);
+    vec16 acc = v_zero();
+    for (int64_t w = 0; w < W; ++w) acc = v_add(acc, v_maskz_load(k, gy + w * C + c0 + c));
+    v_mask_store(sb + c, k, v_add(v_maskz_load(k, sb + c), acc));
   }
 }
 
 // sum[j] = sum over lanes l in order of sums[l][j], for n floats per lane.
 void add_lanes(const float* sums, int64_t lanes, int64_t n, float* sum) {
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k = channel_mask(n - j);
-    __m512 acc = _mm512_maskz_loadu_ps(k, sums + j);
-    for (int64_t l = 1; l < lanes; ++l) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(k, sums + l * n + j));
-    _mm512_mask_storeu_ps(sum + j, k, acc);
+    const lanes16 k = channel_mask(n - j);
+    vec16 acc = v_maskz_load(k, sums + j);
+    for (int64_t l = 1; l < lanes; ++l) acc = v_add(acc, v_maskz_load(k, sums + l * n + j));
+    v_mask_store(sum + j, k, acc);
   }
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 }  // namespace
 
 std::vector<torch::Tensor> mixer_backward(const torch::Tensor& grad_y, const torch::Tensor& x,
                                           const torch::Tensor& w_hw, const torch::Tensor& w_w,
                                           const torch::Tensor& w_h) {
-  TORCH_CHECK(cpu_supported(), "mixer_backward needs a CPU with AVX-512 (F, DQ) and FMA");
+  TORCH_CHECK(cpu_supported(), "mixer_backward needs a CPU with " MMINCNEXT_ISA_NAME);
   check_channels_last(x, "mixer_backward");
   check_channels_last(grad_y, "mixer_backward", "grad_y");
   TORCH_CHECK(grad_y.sizes() == x.sizes(), "mixer_backward: grad_y must have x's shape ", x.sizes(), ", got ",

@@ -42,17 +42,17 @@ void check_rows(const torch::Tensor& t, int64_t M, int64_t width, const char* na
               width, "], got ", t.sizes());
 }
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 // g = gelu(pre), d = gelu'(pre) for m rows of n columns: pre with row stride
 // ldp, g and d with row stride n.
 void gelu_with_grad_rows(int64_t m, int64_t n, const float* pre, int64_t ldp, float* g, float* d) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; j += 16) {
-      __m512 gv, dv;
-      gelu_and_grad512(_mm512_loadu_ps(pre + i * ldp + j), gv, dv);
-      _mm512_storeu_ps(g + i * n + j, gv);
-      _mm512_storeu_ps(d + i * n + j, dv);
+      vec16 gv, dv;
+      gelu_and_grad(v_load(pre + i * ldp + j), gv, dv);
+      v_store(g + i * n + j, gv);
+      v_store(d + i * n + j, dv);
     }
 }
 
@@ -60,13 +60,13 @@ void gelu_with_grad_rows(int64_t m, int64_t n, const float* pre, int64_t ldp, fl
 // columns (a multiple of 16), row stride lda.
 void column_sums(int64_t m, int64_t n, const float* a, int64_t lda, float* sum, bool add) {
   for (int64_t j = 0; j < n; j += 16) {
-    __m512 s = add ? _mm512_loadu_ps(sum + j) : _mm512_setzero_ps();
-    for (int64_t i = 0; i < m; ++i) s = _mm512_add_ps(s, _mm512_loadu_ps(a + i * lda + j));
-    _mm512_storeu_ps(sum + j, s);
+    vec16 s = add ? v_load(sum + j) : v_zero();
+    for (int64_t i = 0; i < m; ++i) s = v_add(s, v_load(a + i * lda + j));
+    v_store(sum + j, s);
   }
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
 
 // Row blocks of the backward pass of at most kBackwardMaxRows rows: longer
 // ones (small chunks at detection sizes) read their rows of x and grad_out
@@ -87,48 +87,237 @@ int64_t backward_hidden_chunk(int64_t C, int64_t H) {
 
 }  // namespace
 
-MMINCNEXT_AVX512_BEGIN
+MMINCNEXT_SIMD_BEGIN
 
 void gelu_rows_keep(int64_t m, int64_t n, float* x, float* keep, int64_t ldk) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; j += 16) {
-      const __m512 v = _mm512_loadu_ps(x + i * n + j);
-      _mm512_stream_ps(keep + i * ldk + j, v);
-      _mm512_storeu_ps(x + i * n + j, gelu512(v));
+      const vec16 v = v_load(x + i * n + j);
+      v_stream(keep + i * ldk + j, v);
+      v_store(x + i * n + j, gelu16(v));
     }
   _mm_sfence();
 }
 
-MMINCNEXT_AVX512_END
+MMINCNEXT_SIMD_END
+
+namespace {
+
+// Row blocks for lanes of hidden chunks: {rows per block, blocks}, rows a
+// multiple of `tile` and at most kBackwardMaxRows, whose Hc-wide hidden
+// activations take about block_bytes.
+std::pair<int64_t, int64_t> hidden_lane_rows(int64_t M, int64_t tile, int64_t Hc, int64_t block_bytes) {
+  const int64_t target = std::max(tile, std::min(block_bytes / (Hc * 4), kBackwardMaxRows) / tile * tile);
+  const int64_t rows = std::min((M + tile - 1) / tile * tile, target);
+  return {rows, (M + rows - 1) / rows};
+}
+
+// out = [shortcut +] fc2(gelu(pre)), pre = fc1(x) (into keep) in lanes of
+// hidden chunks: one lane of consecutive chunks per thread, each going
+// through all the row blocks (and each block through the lane's chunks),
+// so that each thread reads its share of the weights only; lane 0 sums
+// into out (from bias and shortcut), the others into [M, C] buffers, added
+// in lane order at the end. Where the rows are few against the weights,
+// lanes of row blocks (mlp_blocks) would each read all the weights.
+void forward_hidden_lanes(const Mlp& mlp, int64_t M, const float* X, const float* shortcut, torch::Tensor& out,
+                          float* keep) {
+  const int64_t C = mlp.C, H = mlp.H, Hc = mlp.Hc, chunks = H / Hc;
+  const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
+  const auto [rows, blocks] = hidden_lane_rows(M, std::lcm(tile_rows(Hc), tile_rows(C)), Hc, kHiddenBlockBytes);
+  const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
+  torch::Tensor partial = torch::empty({lanes - 1, M, C}, out.options());
+  float *O = out.data_ptr<float>(), *Part = partial.data_ptr<float>();
+  parallel_dynamic(
+      lanes, [&] { return std::unique_ptr<float[]>(new float[rows * Hc]); },
+      [&](int64_t lane, std::unique_ptr<float[]>& hidden) {
+        const int64_t c0 = lane * chunks / lanes, c1 = (lane + 1) * chunks / lanes;
+        float* o_lane = lane == 0 ? O : Part + (lane - 1) * M * C;
+        float* h = hidden.get();
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
+          const float* a = X + r0 * C;
+          float* o = o_lane + r0 * C;
+          for (int64_t c = c0; c < c1; ++c) {
+            const int64_t j = c * Hc;
+            const float* next_w1 = W1 + (c + 1 < c1 ? j + Hc : c0 * Hc) * C;
+            gemm_rows_any<kBias>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, h, Hc, W2 + j * C,
+                                 Hc * mlp.nr2);
+            gelu_rows_keep(m, Hc, h, keep + r0 * H + j, H);
+            if (c > c0)
+              gemm_rows_any<kAdd>(m, h, Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1, C * mlp.nr1);
+            else if (lane > 0)
+              gemm_rows_any<kStore>(m, h, Hc, W2 + j * C, Hc, C, nullptr, nullptr, 0, o, C, next_w1, C * mlp.nr1);
+            else if (shortcut != nullptr)
+              gemm_rows_any<kBiasResidual>(m, h, Hc, W2 + j * C, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C, next_w1,
+                                           C * mlp.nr1);
+            else
+              gemm_rows_any<kBias>(m, h, Hc, W2 + j * C, Hc, C, mlp.b2, nullptr, 0, o, C, next_w1, C * mlp.nr1);
+          }
+        }
+      });
+  for (int64_t lane = 1; lane < lanes; ++lane) out.add_(partial[lane - 1]);
+}
+
+}  // namespace
 
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias) {
-  TORCH_CHECK(cpu_supported(), "mlp_forward needs a CPU with AVX-512 (F, DQ) and FMA");
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias,
+                                       int64_t hidden_chunk, int64_t hidden_lanes) {
+  TORCH_CHECK(cpu_supported(), "mlp_forward needs a CPU with " MMINCNEXT_ISA_NAME);
+  TORCH_CHECK(hidden_lanes >= -1 && hidden_lanes <= 1,
+              "mlp_forward: hidden_lanes must be -1 (chosen), 0 or 1, got ", hidden_lanes);
   check_contiguous(x, "mlp_forward", "x");
   TORCH_CHECK(x.dim() == 2, "mlp_forward: x must be [M, C], got ", x.dim(), " dims");
   if (shortcut) {
     check_contiguous(*shortcut, "mlp_forward", "shortcut");
     TORCH_CHECK(shortcut->sizes() == x.sizes(), "mlp_forward: shortcut must be [M, C] like x");
   }
+  TORCH_CHECK(fc1_weight.dim() == 2, "mlp_forward: fc1_weight must be [H, C], got ", fc1_weight.dim(), " dims");
   at::NoGradGuard no_grad;
-  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, 0, "mlp_forward");
-  const int64_t M = x.size(0), C = mlp.C;
+  const int64_t M = x.size(0), C = x.size(1), H = fc1_weight.size(0);
+  const bool by_hidden = hidden_lanes == -1 ? M < H : hidden_lanes == 1;
+  const int64_t chunk = hidden_chunk != 0 ? hidden_chunk : by_hidden ? backward_hidden_chunk(C, H) : 0;
+  const Mlp mlp = make_mlp(C, fc1_weight, fc1_bias, fc2_weight, fc2_bias, chunk, "mlp_forward");
   torch::Tensor out = torch::empty_like(x), pre = torch::empty({M, mlp.H}, x.options());
   const float* X = x.data_ptr<float>();
-  mlp_blocks(
-      mlp, M, [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, 0,
-      shortcut ? shortcut->data_ptr<float>() : nullptr, out.data_ptr<float>(), kHiddenBlockBytes,
-      pre.data_ptr<float>());
+  const float* residual = shortcut ? shortcut->data_ptr<float>() : nullptr;
+  if (M == 0) return {out, pre};
+  if (by_hidden)
+    forward_hidden_lanes(mlp, M, X, residual, out, pre.data_ptr<float>());
+  else
+    mlp_blocks(
+        mlp, M, [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, 0, residual, out.data_ptr<float>(),
+        kHiddenBlockBytes, pre.data_ptr<float>());
   return {out, pre};
 }
+
+namespace {
+
+// The backward pass's inputs and packed weights, shared by the two ways of
+// splitting it across threads.
+struct Backward {
+  int64_t M, C, H, Hc, chunks, nr1, nr2;
+  const float *X, *G, *P, *Wg, *Wx;  // x, grad_out, pre; fc2^T and fc1 packed
+};
+
+// Per block and hidden chunk j (m rows from r0): d_pre (into d, with
+// gelu(pre) into g), grad_x's share (stored where `first`, else added),
+// and the chunk's weight-gradient sums (stored or added where `add`) into
+// sw1 and sw2 with row strides ldw1 and ldw2, in [C, Hc] layout where
+// `transposed_sums` is false (sw1 = x^T d_pre, sw2 = grad_out^T gelu),
+// else sw1 in [Hc, C] (= d_pre^T x, rows j.. of grad_fc1 [H, C]); the bias
+// sums into sb1 (and sb2 where given).
+void backward_chunk(const Backward& b, int64_t r0, int64_t m, int64_t j, float* g, float* d, float* dx, bool first,
+                    float* sw1, int64_t ldw1, bool transposed_sums, float* sw2, int64_t ldw2, float* sb1, float* sb2,
+                    bool add, const float* next, int64_t next_floats) {
+  const int64_t C = b.C, H = b.H, Hc = b.Hc;
+  gelu_with_grad_rows(m, Hc, b.P + r0 * H + j, H, g, d);
+  gemm_rows_any<kMul>(m, b.G + r0 * C, C, b.Wg + j * C, C, Hc, nullptr, d, Hc, d, Hc, b.Wx + j * C, Hc * b.nr2);
+  gemm_tn(m, b.G + r0 * C, C, C, g, Hc, Hc, sw2, ldw2, add);
+  if (first)
+    gemm_rows_any<kStore>(m, d, Hc, b.Wx + j * C, Hc, C, nullptr, nullptr, 0, dx, C, next, next_floats);
+  else
+    gemm_rows_any<kAdd>(m, d, Hc, b.Wx + j * C, Hc, C, nullptr, dx, C, dx, C, next, next_floats);
+  if (transposed_sums)
+    gemm_tn(m, d, Hc, Hc, b.X + r0 * C, C, C, sw1, ldw1, add);
+  else
+    gemm_tn(m, b.X + r0 * C, C, C, d, Hc, Hc, sw1, ldw1, add);
+  column_sums(m, Hc, d, Hc, sb1, add);
+  if (sb2 != nullptr) column_sums(m, C, b.G + r0 * C, C, sb2, add);
+}
+
+struct Scratch {
+  std::unique_ptr<float[]> gelu, grad;
+};
+
+Scratch make_scratch(int64_t rows, int64_t Hc) {
+  return Scratch{std::unique_ptr<float[]>(new float[rows * Hc]), std::unique_ptr<float[]>(new float[rows * Hc])};
+}
+
+// Lanes of row blocks: one lane of consecutive row blocks per thread, each
+// with its own weight-gradient sums ([chunks, C, Hc]) and bias sums, added
+// up at the end; a lane's blocks, and so the order of every sum, do not
+// depend on which thread takes it. Each block goes through all the hidden
+// chunks (grad_x adds up over them) before the next.
+std::vector<torch::Tensor> backward_row_lanes(const Backward& b, int64_t hidden_block_bytes,
+                                              const torch::TensorOptions& options, torch::Tensor grad_x) {
+  const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = b.chunks;
+  const auto [rows, blocks] =
+      row_blocks(M, std::lcm(tile_rows(Hc), tile_rows(C)), std::min(hidden_block_bytes / (Hc * 4), kBackwardMaxRows));
+  const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
+  torch::Tensor sum_w1 = torch::empty({lanes, chunks, C, Hc}, options),
+                sum_w2 = torch::empty({lanes, chunks, C, Hc}, options), sum_b1 = torch::empty({lanes, H}, options),
+                sum_b2 = torch::empty({lanes, C}, options);
+  float *dX = grad_x.data_ptr<float>(), *Sw1 = sum_w1.data_ptr<float>(), *Sw2 = sum_w2.data_ptr<float>(),
+        *Sb1 = sum_b1.data_ptr<float>(), *Sb2 = sum_b2.data_ptr<float>();
+  parallel_dynamic(
+      lanes, [&] { return make_scratch(rows, Hc); },
+      [&](int64_t lane, Scratch& s) {
+        const int64_t b0 = lane * blocks / lanes, b1 = (lane + 1) * blocks / lanes;
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
+          for (int64_t c = 0; c < chunks; ++c) {
+            const int64_t j = c * Hc, sums = (lane * chunks + c) * C * Hc;
+            backward_chunk(b, r0, m, j, s.gelu.get(), s.grad.get(), dX + r0 * C, c == 0, Sw1 + sums, Hc, false,
+                           Sw2 + sums, Hc, Sb1 + lane * H + j, c == 0 ? Sb2 + lane * C : nullptr, blk > b0,
+                           b.Wg + (c + 1 < chunks ? j + Hc : 0) * C, C * b.nr1);
+          }
+        }
+      });
+  // [chunks, C, Hc] -> grad_fc1 [H, C] and grad_fc2 [C, H]
+  torch::Tensor grad_w1 = sum_w1.sum(0).permute({0, 2, 1}).reshape({H, C});
+  torch::Tensor grad_w2 = sum_w2.sum(0).permute({1, 0, 2}).reshape({C, H});
+  return {grad_x, grad_w1, sum_b1.sum(0), grad_w2, sum_b2.sum(0)};
+}
+
+// Lanes of hidden chunks: one lane of consecutive chunks per thread, each
+// going through all the row blocks (and each block through the lane's
+// chunks), with the weight-gradient sums of its chunks stored in the
+// gradients' own layout. Each lane sums its share of grad_x (lane 0 into
+// grad_x, the others into [M, C] buffers, added in lane order at the end).
+// Where the rows are few against the weights, this moves less memory than
+// lanes of rows, each of which reads all the weights and sums all the
+// weight gradients, to be added up after.
+std::vector<torch::Tensor> backward_hidden_lanes(const Backward& b, int64_t hidden_block_bytes,
+                                                 const torch::TensorOptions& options, torch::Tensor grad_x) {
+  const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = b.chunks;
+  const auto [rows, blocks] = hidden_lane_rows(M, std::lcm(tile_rows(Hc), tile_rows(C)), Hc, hidden_block_bytes);
+  const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
+  torch::Tensor grad_w1 = torch::empty({H, C}, options), grad_w2 = torch::empty({C, H}, options),
+                grad_b1 = torch::empty({H}, options), grad_b2 = torch::empty({C}, options),
+                partial = torch::empty({lanes - 1, M, C}, options);
+  float *W1 = grad_w1.data_ptr<float>(), *W2 = grad_w2.data_ptr<float>(), *B1 = grad_b1.data_ptr<float>(),
+        *B2 = grad_b2.data_ptr<float>(), *dX = grad_x.data_ptr<float>(), *Part = partial.data_ptr<float>();
+  parallel_dynamic(
+      lanes, [&] { return make_scratch(rows, Hc); },
+      [&](int64_t lane, Scratch& s) {
+        const int64_t c0 = lane * chunks / lanes, c1 = (lane + 1) * chunks / lanes;
+        float* dx = lane == 0 ? dX : Part + (lane - 1) * M * C;
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
+          for (int64_t c = c0; c < c1; ++c) {
+            const int64_t j = c * Hc;
+            backward_chunk(b, r0, m, j, s.gelu.get(), s.grad.get(), dx + r0 * C, c == c0, W1 + j * C, C, true,
+                           W2 + j, H, B1 + j, c == 0 ? B2 : nullptr, blk > 0,
+                           b.Wg + (c + 1 < c1 ? j + Hc : c0 * Hc) * C, C * b.nr1);
+          }
+        }
+      });
+  for (int64_t lane = 1; lane < lanes; ++lane) grad_x.add_(partial[lane - 1]);
+  return {grad_x, grad_w1, grad_b1, grad_w2, grad_b2};
+}
+
+}  // namespace
 
 std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const torch::Tensor& x,
                                         const torch::Tensor& pre, const torch::Tensor& fc1_weight,
                                         const torch::Tensor& fc2_weight, int64_t hidden_block_bytes,
-                                        int64_t hidden_chunk) {
-  TORCH_CHECK(cpu_supported(), "mlp_backward needs a CPU with AVX-512 (F, DQ) and FMA");
+                                        int64_t hidden_chunk, int64_t hidden_lanes) {
+  TORCH_CHECK(cpu_supported(), "mlp_backward needs a CPU with " MMINCNEXT_ISA_NAME);
   TORCH_CHECK(hidden_block_bytes > 0, "mlp_backward: hidden_block_bytes must be positive");
+  TORCH_CHECK(hidden_lanes >= -1 && hidden_lanes <= 1,
+              "mlp_backward: hidden_lanes must be -1 (chosen), 0 or 1, got ", hidden_lanes);
   check_contiguous(x, "mlp_backward", "x");
   TORCH_CHECK(x.dim() == 2, "mlp_backward: x must be [M, C], got ", x.dim(), " dims");
   TORCH_CHECK(fc1_weight.dim() == 2, "mlp_backward: fc1_weight must be [H, C], got ", fc1_weight.dim(), " dims");
@@ -143,62 +332,25 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   const Mlp mlp = make_mlp(C, fc2_weight, zeros_h, fc1_weight, zeros_c,
                            hidden_chunk == 0 ? backward_hidden_chunk(C, H) : hidden_chunk,
                            "mlp_backward", true);
-  const int64_t Hc = mlp.Hc, chunks = H / Hc;
-  const float *Wg = mlp.w1.data_ptr<float>(), *Wx = mlp.w2.data_ptr<float>();
-  const float *X = x.data_ptr<float>(), *G = grad_out.data_ptr<float>(), *P = pre.data_ptr<float>();
-  const auto [rows, blocks] =
-      row_blocks(M, std::lcm(tile_rows(Hc), tile_rows(C)), std::min(hidden_block_bytes / (Hc * 4), kBackwardMaxRows));
-  // one lane of consecutive row blocks per thread, with its own sums
-  // (grad_fc1^T and grad_fc2 as [chunks, C, Hc], the biases'): a lane's
-  // blocks, and so the order of every sum, do not depend on which thread
-  // takes it
-  const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
+  const Backward b{M,
+                   C,
+                   H,
+                   mlp.Hc,
+                   H / mlp.Hc,
+                   mlp.nr1,
+                   mlp.nr2,
+                   x.data_ptr<float>(),
+                   grad_out.data_ptr<float>(),
+                   pre.data_ptr<float>(),
+                   mlp.w1.data_ptr<float>(),
+                   mlp.w2.data_ptr<float>()};
   torch::Tensor grad_x = torch::empty_like(x);
-  torch::Tensor sum_w1 = torch::empty({lanes, chunks, C, Hc}, x.options()),
-                sum_w2 = torch::empty({lanes, chunks, C, Hc}, x.options()),
-                sum_b1 = torch::empty({lanes, H}, x.options()), sum_b2 = torch::empty({lanes, C}, x.options());
-  if (M == 0) {
-    sum_w1.zero_(), sum_w2.zero_(), sum_b1.zero_(), sum_b2.zero_();
-  }
-  float *dX = grad_x.data_ptr<float>(), *Sw1 = sum_w1.data_ptr<float>(), *Sw2 = sum_w2.data_ptr<float>(),
-        *Sb1 = sum_b1.data_ptr<float>(), *Sb2 = sum_b2.data_ptr<float>();
-  struct Scratch {
-    std::unique_ptr<float[]> gelu, grad;
-  };
-  if (M > 0)
-    parallel_dynamic(
-        lanes,
-        [&] { return Scratch{std::unique_ptr<float[]>(new float[rows * Hc]),
-                             std::unique_ptr<float[]>(new float[rows * Hc])}; },
-        [&](int64_t lane, Scratch& s) {
-          float *g = s.gelu.get(), *d = s.grad.get();
-          const int64_t b0 = lane * blocks / lanes, b1 = (lane + 1) * blocks / lanes;
-          for (int64_t blk = b0; blk < b1; ++blk) {
-            const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
-            const bool add = blk > b0;
-            float* dx = dX + r0 * C;
-            for (int64_t c = 0; c < chunks; ++c) {  // grad_x adds up over the chunks
-              const int64_t j = c * Hc;
-              float *sw1 = Sw1 + (lane * chunks + c) * C * Hc, *sw2 = Sw2 + (lane * chunks + c) * C * Hc;
-              const float* next_wg = Wg + (c + 1 < chunks ? j + Hc : 0) * C;
-              gelu_with_grad_rows(m, Hc, P + r0 * H + j, H, g, d);
-              gemm_rows_any<kMul>(m, G + r0 * C, C, Wg + j * C, C, Hc, nullptr, d, Hc, d, Hc, Wx + j * C,
-                                  Hc * mlp.nr2);
-              gemm_tn(m, G + r0 * C, C, C, g, Hc, Hc, sw2, Hc, add);
-              if (c == 0)
-                gemm_rows_any<kStore>(m, d, Hc, Wx, Hc, C, nullptr, nullptr, 0, dx, C, next_wg, C * mlp.nr1);
-              else
-                gemm_rows_any<kAdd>(m, d, Hc, Wx + j * C, Hc, C, nullptr, dx, C, dx, C, next_wg, C * mlp.nr1);
-              gemm_tn(m, X + r0 * C, C, C, d, Hc, Hc, sw1, Hc, add);
-              column_sums(m, Hc, d, Hc, Sb1 + lane * H + j, add);
-              if (c == 0) column_sums(m, C, G + r0 * C, C, Sb2 + lane * C, add);
-            }
-          }
-        });
-  // [chunks, C, Hc] -> grad_fc1 [H, C] and grad_fc2 [C, H]
-  torch::Tensor grad_w1 = sum_w1.sum(0).permute({0, 2, 1}).reshape({H, C});
-  torch::Tensor grad_w2 = sum_w2.sum(0).permute({1, 0, 2}).reshape({C, H});
-  return {grad_x, grad_w1, sum_b1.sum(0), grad_w2, sum_b2.sum(0)};
+  if (M == 0)
+    return {grad_x, torch::zeros({H, C}, x.options()), torch::zeros({H}, x.options()),
+            torch::zeros({C, H}, x.options()), torch::zeros({C}, x.options())};
+  const bool by_hidden = hidden_lanes == -1 ? M < H : hidden_lanes == 1;
+  return by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, x.options(), grad_x)
+                   : backward_row_lanes(b, hidden_block_bytes, x.options(), grad_x);
 }
 
 }  // namespace mmincnext

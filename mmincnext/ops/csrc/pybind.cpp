@@ -1,16 +1,21 @@
-// The Python module mmincnext._ext: the kernels and cpu_supported,
-// which mmincnext.ops asks before it calls them.
+// The Python module mmincnext._ext (AVX-512) or mmincnext._ext_avx2 (AVX2,
+// built with MMINCNEXT_AVX2): the kernels and cpu_supported, which
+// mmincnext.ops asks before it calls them.
 #include "cpu_kernels.h"
 
 bool mmincnext::cpu_supported() {
   __builtin_cpu_init();
+#ifdef MMINCNEXT_AVX2
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("fma");
+#endif
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace mmincnext;
-  m.def("cpu_supported", &cpu_supported, "whether this CPU runs the kernels (AVX-512 F, DQ and FMA)");
+  m.def("cpu_supported", &cpu_supported, "whether this CPU runs the kernels (" MMINCNEXT_ISA_NAME ")");
   m.def("fused_mlp", &fused_mlp, "shortcut + fc2(gelu(fc1(x))) for row-major [M, C] float32 CPU tensors",
         py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
         py::arg("fc2_bias"), py::arg("hidden_block_bytes") = kHiddenBlockBytes, py::arg("hidden_chunk") = 0);
@@ -29,9 +34,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_forward", &mlp_forward,
         "[out, pre]: out = [shortcut +] fc2(gelu(pre)), pre = fc1(x), for row-major [M, C] float32 CPU x",
         py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
-        py::arg("fc2_bias"));
+        py::arg("fc2_bias"), py::arg("hidden_chunk") = 0, py::arg("hidden_lanes") = -1);
   m.def("mlp_backward", &mlp_backward,
         "[grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias] of mlp_forward's out",
         py::arg("grad_out"), py::arg("x"), py::arg("pre"), py::arg("fc1_weight"), py::arg("fc2_weight"),
-        py::arg("hidden_block_bytes") = kBackwardBlockBytes, py::arg("hidden_chunk") = 0);
+        py::arg("hidden_block_bytes") = kBackwardBlockBytes, py::arg("hidden_chunk") = 0,
+        py::arg("hidden_lanes") = -1);
 }
