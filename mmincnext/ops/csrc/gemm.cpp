@@ -21,24 +21,25 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
                          int64_t K, const float* bias, const float* r,
                          int64_t ldr, float* c, int64_t ldc, const float* pf,
                          int64_t pf_lines) {
-  constexpr int NR = 16 * NV;
-  vec16 acc[MR][NV];
+  constexpr int NR = 16 * NV, RV = NR / kRegFloats;  // registers per row
+  reg acc[MR][RV];
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = v_zero();
+    for (int v = 0; v < RV; ++v) acc[i][v] = r_zero();
   for (int64_t k = 0; k < K; ++k) {
     if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
-    vec16 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = v_load(b + k * NR + 16 * v);
+    reg bv[RV];
+    for (int v = 0; v < RV; ++v) bv[v] = r_load(b + k * NR + kRegFloats * v);
     for (int i = 0; i < MR; ++i) {
-      const vec16 av = v_set1(a[i * lda + k]);
-      for (int v = 0; v < NV; ++v)
-        acc[i][v] = v_fmadd(av, bv[v], acc[i][v]);
+      const reg av = r_set1(a[i * lda + k]);
+      for (int v = 0; v < RV; ++v)
+        acc[i][v] = r_fmadd(av, bv[v], acc[i][v]);
     }
   }
   for (int v = 0; v < NV; ++v) {
     const vec16 bb = has_bias(EPI) ? v_load(bias + 16 * v) : v_zero();
     for (int i = 0; i < MR; ++i) {
-      vec16 y = has_bias(EPI) ? v_add(acc[i][v], bb) : acc[i][v];
+      const vec16 sum = v_of(&acc[i][v * (16 / kRegFloats)]);
+      vec16 y = has_bias(EPI) ? v_add(sum, bb) : sum;
       if (EPI == kBiasGelu)
         y = gelu16(y);
       else if (EPI == kMul)
@@ -142,24 +143,26 @@ namespace {
 template <int MR, int NV>
 inline void tn_kernel(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K, float* c, int64_t ldc,
                       bool add) {
-  vec16 acc[MR][NV];
+  constexpr int RV = 16 * NV / kRegFloats;  // registers per row
+  reg acc[MR][RV];
   if (add)  // the sums to add to arrive during the loop
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = v_zero();
+    for (int v = 0; v < RV; ++v) acc[i][v] = r_zero();
   for (int64_t k = 0; k < K; ++k) {
-    vec16 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = v_load(b + k * ldb + 16 * v);
+    reg bv[RV];
+    for (int v = 0; v < RV; ++v) bv[v] = r_load(b + k * ldb + kRegFloats * v);
     for (int i = 0; i < MR; ++i) {
-      const vec16 av = v_set1(a[k * lda + i]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = v_fmadd(av, bv[v], acc[i][v]);
+      const reg av = r_set1(a[k * lda + i]);
+      for (int v = 0; v < RV; ++v) acc[i][v] = r_fmadd(av, bv[v], acc[i][v]);
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v)
-      v_store(c + i * ldc + 16 * v,
-                       add ? v_add(acc[i][v], v_load(c + i * ldc + 16 * v)) : acc[i][v]);
+    for (int v = 0; v < NV; ++v) {
+      const vec16 sum = v_of(&acc[i][v * (16 / kRegFloats)]);
+      v_store(c + i * ldc + 16 * v, add ? v_add(sum, v_load(c + i * ldc + 16 * v)) : sum);
+    }
 }
 
 // tn_kernel for the last r < R rows of the output.

@@ -35,9 +35,9 @@ inline void branch(const Mixer& m, const float* xp, float* y, int64_t ldy, int64
   const int64_t row = m.W * m.C;
   for (int64_t c = 0; c < m.gc; c += 16) {
     const lanes16 k = channel_mask(m.gc - c);
-    vec16 acc[P];
-    acc[0] = v_maskz_load(k, bias + c);
-    for (int j = 1; j < P; ++j) acc[j] = acc[0];
+    reg acc[P][kRegsPerVec];  // (arrays of vec16 would stay on the stack)
+    const vec16 b = v_maskz_load(k, bias + c);
+    for (int j = 0; j < P; ++j) v_put(acc[j], b);
     for (int64_t ty = ty0; ty < ty1; ++ty) {
       const float* xr = xp + (ty - cy) * row + c0 + c;
       const float* wr = wt + ty * kw * m.gc + c;
@@ -45,10 +45,10 @@ inline void branch(const Mixer& m, const float* xp, float* y, int64_t ldy, int64
         const vec16 wv = v_maskz_load(k, wr + tx * m.gc);
         const float* xt = xr + (tx - cx) * m.C;
         for (int j = 0; j < P; ++j)
-          acc[j] = v_fmadd(v_maskz_load(k, xt + j * m.C), wv, acc[j]);
+          v_fmadd_into(acc[j], v_maskz_load(k, xt + j * m.C), wv);
       }
     }
-    for (int j = 0; j < P; ++j) store_affine(m, acc[j], c0 + c, k, y + j * ldy);
+    for (int j = 0; j < P; ++j) store_affine(m, v_of(acc[j]), c0 + c, k, y + j * ldy);
   }
 }
 

@@ -37,25 +37,25 @@ void tap_sums(const float* gy, const float* x_row, int64_t W, int64_t C, int64_t
   const int64_t w_lo = std::clamp<int64_t>(cx - tx0, 0, W), w_hi = std::clamp<int64_t>(W + cx - tx0 - T + 1, w_lo, W);
   for (int64_t c = 0; c < gc; c += 16) {
     const lanes16 k = channel_mask(gc - c);
-    vec16 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = v_zero();
+    reg acc[T][kRegsPerVec];  // (arrays of vec16 would stay on the stack)
+    for (int t = 0; t < T; ++t) v_put(acc[t], v_zero());
     const float* xc = x_row + c0 + c + (tx0 - cx) * C;  // tap 0 of pixel 0
     auto edge = [&](int64_t w) {
       const vec16 g = v_maskz_load(k, gy + w * C + c0 + c);
       for (int t = 0; t < T; ++t) {
         const int64_t src = w + tx0 + t - cx;
-        if (src >= 0 && src < W) acc[t] = v_fmadd(g, v_maskz_load(k, xc + (w + t) * C), acc[t]);
+        if (src >= 0 && src < W) v_fmadd_into(acc[t], g, v_maskz_load(k, xc + (w + t) * C));
       }
     };
     for (int64_t w = 0; w < w_lo; ++w) edge(w);
     for (int64_t w = w_lo; w < w_hi; ++w) {
       const vec16 g = v_maskz_load(k, gy + w * C + c0 + c);
       for (int t = 0; t < T; ++t)
-        acc[t] = v_fmadd(g, v_maskz_load(k, xc + (w + t) * C), acc[t]);
+        v_fmadd_into(acc[t], g, v_maskz_load(k, xc + (w + t) * C));
     }
     for (int64_t w = w_hi; w < W; ++w) edge(w);
     for (int t = 0; t < T; ++t)
-      v_mask_store(s + t * gc + c, k, v_add(v_maskz_load(k, s + t * gc + c), acc[t]));
+      v_mask_store(s + t * gc + c, k, v_add(v_maskz_load(k, s + t * gc + c), v_of(acc[t])));
   }
 }
 

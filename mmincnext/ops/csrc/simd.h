@@ -95,6 +95,20 @@ inline void v_transpose16(vec16 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+// The hardware register the vectors are made of, for the GEMM kernels'
+// accumulator tiles: arrays of it stay in registers over a loop, where the
+// compiler keeps arrays of the two-register vec16 on the stack.
+using reg = __m512;
+constexpr int kRegFloats = 16, kRegsPerVec = 1;
+inline reg r_zero() { return _mm512_setzero_ps(); }
+inline reg r_load(const float* p) { return _mm512_loadu_ps(p); }
+inline reg r_set1(float f) { return _mm512_set1_ps(f); }
+inline reg r_fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+// the vector of 16 floats in r[0 .. kRegsPerVec), into them, a b added to them
+inline vec16 v_of(const reg* r) { return r[0]; }
+inline void v_put(reg* r, vec16 v) { r[0] = v; }
+inline void v_fmadd_into(reg* acc, vec16 a, vec16 b) { acc[0] = _mm512_fmadd_ps(a, b, acc[0]); }
+
 #else
 
 struct vec16 {
@@ -205,6 +219,22 @@ inline void v_transpose16(vec16 r[16]) {
     r[i] = {b[0][i], b[2][i]};
     r[8 + i] = {b[1][i], b[3][i]};
   }
+}
+
+// The hardware register the vectors are made of, for the GEMM kernels'
+// accumulator tiles: arrays of it stay in registers over a loop, where the
+// compiler keeps arrays of the two-register vec16 on the stack.
+using reg = __m256;
+constexpr int kRegFloats = 8, kRegsPerVec = 2;
+inline reg r_zero() { return _mm256_setzero_ps(); }
+inline reg r_load(const float* p) { return _mm256_loadu_ps(p); }
+inline reg r_set1(float f) { return _mm256_set1_ps(f); }
+inline reg r_fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+// the vector of 16 floats in r[0 .. kRegsPerVec), into them, a b added to them
+inline vec16 v_of(const reg* r) { return {r[0], r[1]}; }
+inline void v_put(reg* r, vec16 v) { r[0] = v.lo, r[1] = v.hi; }
+inline void v_fmadd_into(reg* acc, vec16 a, vec16 b) {
+  acc[0] = _mm256_fmadd_ps(a.lo, b.lo, acc[0]), acc[1] = _mm256_fmadd_ps(a.hi, b.hi, acc[1]);
 }
 
 #endif
