@@ -157,8 +157,7 @@ def mixer_backward(grad_y, x, w_hw, w_w, w_h):
     return tuple(_extension('mixer_backward')(grad_y, x, w_hw, w_w, w_h))
 
 
-def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *,
-                hidden_chunk=0, hidden_lanes=None):
+def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
     """The forward pass of the training MLP: :func:`fused_mlp` (without the
     residual where ``shortcut`` is None) that also returns ``fc1``'s
     outputs before GELU, for :func:`mlp_backward`.
@@ -167,21 +166,13 @@ def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *,
         x, fc1_weight, fc1_bias, fc2_weight, fc2_bias (Tensor): As in
             :func:`fused_mlp`.
         shortcut (Tensor | None): ``[M, C]`` residual rows, or None.
-        hidden_chunk (int): Hidden units per chunk, a multiple of 16 that
-            divides ``H``; 0 (default): as :func:`fused_mlp` for lanes of
-            row blocks, as :func:`mlp_backward` for lanes of hidden chunks.
-        hidden_lanes (bool, optional): As in :func:`mlp_backward`: lanes
-            of hidden chunks (True), each thread reading only its share of
-            the weights, or of row blocks (False); default: hidden chunks
-            where ``M < H``.
 
     Returns:
         tuple[Tensor, Tensor]: ``out [M, C]`` and the pre-activations
         ``pre [M, H]``.
     """
-    return tuple(_extension('mlp_forward')(
-        x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-        hidden_chunk=hidden_chunk, hidden_lanes=_lanes(hidden_lanes)))
+    return tuple(_extension('mlp_forward')(x, shortcut, fc1_weight,
+                                           fc1_bias, fc2_weight, fc2_bias))
 
 
 def _lanes(hidden_lanes):

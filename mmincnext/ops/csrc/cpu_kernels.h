@@ -295,8 +295,7 @@ std::vector<torch::Tensor> mixer_backward(const torch::Tensor& grad_y, const tor
                                           const torch::Tensor& w_h);
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias,
-                                       int64_t hidden_chunk, int64_t hidden_lanes);
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias);
 
 std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const torch::Tensor& x,
                                         const torch::Tensor& pre, const torch::Tensor& fc1_weight,

@@ -27,9 +27,11 @@
 // block and chunk at most: a block's chunks follow each other, and each
 // GEMM prefetches the first weight panel of the next one. The chunks are
 // small where the weights are large (backward_hidden_chunk), so that each
-// chunk's weights and weight-gradient sums stay in L2 over the block. Each
-// thread sums the weight gradients of its lane of row blocks, the lanes are
-// added at the end.
+// chunk's weights and weight-gradient sums stay in L2 over the block. The
+// threads split the work in lanes of row blocks, each summing all the
+// weight gradients of its rows (added up at the end), or, where the rows
+// are fewer than the hidden units, in lanes of hidden chunks, each summing
+// its share of grad_x (backward_row_lanes, backward_hidden_lanes).
 #include "cpu_kernels.h"
 #include "gelu.h"
 
@@ -101,94 +103,25 @@ void gelu_rows_keep(int64_t m, int64_t n, float* x, float* keep, int64_t ldk) {
 
 MMINCNEXT_SIMD_END
 
-namespace {
-
-// Row blocks for lanes of hidden chunks: {rows per block, blocks}, rows a
-// multiple of `tile` and at most kBackwardMaxRows, whose Hc-wide hidden
-// activations take about block_bytes.
-std::pair<int64_t, int64_t> hidden_lane_rows(int64_t M, int64_t tile, int64_t Hc, int64_t block_bytes) {
-  const int64_t target = std::max(tile, std::min(block_bytes / (Hc * 4), kBackwardMaxRows) / tile * tile);
-  const int64_t rows = std::min((M + tile - 1) / tile * tile, target);
-  return {rows, (M + rows - 1) / rows};
-}
-
-// out = [shortcut +] fc2(gelu(pre)), pre = fc1(x) (into keep) in lanes of
-// hidden chunks: one lane of consecutive chunks per thread, each going
-// through all the row blocks (and each block through the lane's chunks),
-// so that each thread reads its share of the weights only; lane 0 sums
-// into out (from bias and shortcut), the others into [M, C] buffers, added
-// in lane order at the end. Where the rows are few against the weights,
-// lanes of row blocks (mlp_blocks) would each read all the weights.
-void forward_hidden_lanes(const Mlp& mlp, int64_t M, const float* X, const float* shortcut, torch::Tensor& out,
-                          float* keep) {
-  const int64_t C = mlp.C, H = mlp.H, Hc = mlp.Hc, chunks = H / Hc;
-  const float *W1 = mlp.w1.data_ptr<float>(), *W2 = mlp.w2.data_ptr<float>();
-  const auto [rows, blocks] = hidden_lane_rows(M, std::lcm(tile_rows(Hc), tile_rows(C)), Hc, kHiddenBlockBytes);
-  const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
-  torch::Tensor partial = torch::empty({lanes - 1, M, C}, out.options());
-  float *O = out.data_ptr<float>(), *Part = partial.data_ptr<float>();
-  parallel_dynamic(
-      lanes, [&] { return std::unique_ptr<float[]>(new float[rows * Hc]); },
-      [&](int64_t lane, std::unique_ptr<float[]>& hidden) {
-        const int64_t c0 = lane * chunks / lanes, c1 = (lane + 1) * chunks / lanes;
-        float* o_lane = lane == 0 ? O : Part + (lane - 1) * M * C;
-        float* h = hidden.get();
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t r0 = blk * rows, m = std::min(rows, M - r0);
-          const float* a = X + r0 * C;
-          float* o = o_lane + r0 * C;
-          for (int64_t c = c0; c < c1; ++c) {
-            const int64_t j = c * Hc;
-            const float* next_w1 = W1 + (c + 1 < c1 ? j + Hc : c0 * Hc) * C;
-            gemm_rows_any<kBias>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, h, Hc, W2 + j * C,
-                                 Hc * mlp.nr2);
-            gelu_rows_keep(m, Hc, h, keep + r0 * H + j, H);
-            if (c > c0)
-              gemm_rows_any<kAdd>(m, h, Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1, C * mlp.nr1);
-            else if (lane > 0)
-              gemm_rows_any<kStore>(m, h, Hc, W2 + j * C, Hc, C, nullptr, nullptr, 0, o, C, next_w1, C * mlp.nr1);
-            else if (shortcut != nullptr)
-              gemm_rows_any<kBiasResidual>(m, h, Hc, W2 + j * C, Hc, C, mlp.b2, shortcut + r0 * C, C, o, C, next_w1,
-                                           C * mlp.nr1);
-            else
-              gemm_rows_any<kBias>(m, h, Hc, W2 + j * C, Hc, C, mlp.b2, nullptr, 0, o, C, next_w1, C * mlp.nr1);
-          }
-        }
-      });
-  for (int64_t lane = 1; lane < lanes; ++lane) out.add_(partial[lane - 1]);
-}
-
-}  // namespace
-
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias,
-                                       int64_t hidden_chunk, int64_t hidden_lanes) {
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias) {
   TORCH_CHECK(cpu_supported(), "mlp_forward needs a CPU with " MMINCNEXT_ISA_NAME);
-  TORCH_CHECK(hidden_lanes >= -1 && hidden_lanes <= 1,
-              "mlp_forward: hidden_lanes must be -1 (chosen), 0 or 1, got ", hidden_lanes);
   check_contiguous(x, "mlp_forward", "x");
   TORCH_CHECK(x.dim() == 2, "mlp_forward: x must be [M, C], got ", x.dim(), " dims");
   if (shortcut) {
     check_contiguous(*shortcut, "mlp_forward", "shortcut");
     TORCH_CHECK(shortcut->sizes() == x.sizes(), "mlp_forward: shortcut must be [M, C] like x");
   }
-  TORCH_CHECK(fc1_weight.dim() == 2, "mlp_forward: fc1_weight must be [H, C], got ", fc1_weight.dim(), " dims");
   at::NoGradGuard no_grad;
-  const int64_t M = x.size(0), C = x.size(1), H = fc1_weight.size(0);
-  const bool by_hidden = hidden_lanes == -1 ? M < H : hidden_lanes == 1;
-  const int64_t chunk = hidden_chunk != 0 ? hidden_chunk : by_hidden ? backward_hidden_chunk(C, H) : 0;
-  const Mlp mlp = make_mlp(C, fc1_weight, fc1_bias, fc2_weight, fc2_bias, chunk, "mlp_forward");
+  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, 0, "mlp_forward");
+  const int64_t M = x.size(0), C = mlp.C;
   torch::Tensor out = torch::empty_like(x), pre = torch::empty({M, mlp.H}, x.options());
   const float* X = x.data_ptr<float>();
-  const float* residual = shortcut ? shortcut->data_ptr<float>() : nullptr;
-  if (M == 0) return {out, pre};
-  if (by_hidden)
-    forward_hidden_lanes(mlp, M, X, residual, out, pre.data_ptr<float>());
-  else
-    mlp_blocks(
-        mlp, M, [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, 0, residual, out.data_ptr<float>(),
-        kHiddenBlockBytes, pre.data_ptr<float>());
+  mlp_blocks(
+      mlp, M, [&](int64_t r0, int64_t, float*) { return X + r0 * C; }, 0,
+      shortcut ? shortcut->data_ptr<float>() : nullptr, out.data_ptr<float>(), kHiddenBlockBytes,
+      pre.data_ptr<float>());
   return {out, pre};
 }
 
@@ -225,6 +158,15 @@ void backward_chunk(const Backward& b, int64_t r0, int64_t m, int64_t j, float* 
     gemm_tn(m, b.X + r0 * C, C, C, d, Hc, Hc, sw1, ldw1, add);
   column_sums(m, Hc, d, Hc, sb1, add);
   if (sb2 != nullptr) column_sums(m, C, b.G + r0 * C, C, sb2, add);
+}
+
+// Row blocks for lanes of hidden chunks: {rows per block, blocks}, rows a
+// multiple of `tile` and at most kBackwardMaxRows, whose Hc-wide hidden
+// activations take about block_bytes.
+std::pair<int64_t, int64_t> hidden_lane_rows(int64_t M, int64_t tile, int64_t Hc, int64_t block_bytes) {
+  const int64_t target = std::max(tile, std::min(block_bytes / (Hc * 4), kBackwardMaxRows) / tile * tile);
+  const int64_t rows = std::min((M + tile - 1) / tile * tile, target);
+  return {rows, (M + rows - 1) / rows};
 }
 
 struct Scratch {

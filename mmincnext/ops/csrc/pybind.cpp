@@ -34,7 +34,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mlp_forward", &mlp_forward,
         "[out, pre]: out = [shortcut +] fc2(gelu(pre)), pre = fc1(x), for row-major [M, C] float32 CPU x",
         py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
-        py::arg("fc2_bias"), py::arg("hidden_chunk") = 0, py::arg("hidden_lanes") = -1);
+        py::arg("fc2_bias"));
   m.def("mlp_backward", &mlp_backward,
         "[grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias] of mlp_forward's out",
         py::arg("grad_out"), py::arg("x"), py::arg("pre"), py::arg("fc1_weight"), py::arg("fc2_weight"),
