@@ -228,7 +228,10 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
             and torch.backends.mkldnn.is_available()
             and all(t.device.type == 'cpu' and t.is_contiguous()
                     and t.dtype in (torch.float32, torch.bfloat16)
-                    and t.dtype == tensors[0].dtype for t in tensors))
+                    and t.dtype == tensors[0].dtype for t in tensors)
+            # oneDNN has no bf16 primitives on CPUs without bf16 instructions
+            and (tensors[0].dtype != torch.bfloat16
+                 or torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 
 def _kernels_take(x: torch.Tensor) -> bool:
