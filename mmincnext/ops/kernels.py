@@ -5,15 +5,14 @@ from ``mmincnext/ops/csrc`` by ``setup.py`` (``make install`` runs ``python
 setup.py build_ext --inplace``) on x86-64 with a C++ compiler; the first one
 the CPU runs is loaded (:func:`kernels_isa`). Without them, or on a CPU with
 neither instruction set, every model runs on PyTorch's own kernels with the
-same results; :func:`cpu_kernels_available` tells which. All kernels take float32 and run without autograd: the
-inference kernels, the token mixer's backward pass (:func:`mixer_backward`;
+same results; :func:`cpu_kernels_available` tells which. All kernels take
+float32 and run without autograd: the inference kernels, the token mixer's backward pass (:func:`mixer_backward`;
 its forward pass is :func:`inception_mixer`) and the forward and backward
 halves of the training MLP (:func:`mlp_forward`, :func:`mlp_backward`),
 which :mod:`mmincnext.ops.training` wraps in autograd functions. Where the
 backbone uses them is decided in :mod:`mmincnext.ops.inference` and
 :mod:`mmincnext.ops.training`.
 """
-import functools
 import importlib
 import importlib.util
 import warnings
@@ -45,7 +44,6 @@ def _load_extension():
 _ext, _isa = _load_extension()
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_kernels_available() -> bool:
     """Whether the kernels can run: an extension is built for an
     instruction set this CPU has (AVX-512 F/DQ and FMA, or AVX2 and
@@ -175,11 +173,6 @@ def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
                                            fc1_bias, fc2_weight, fc2_bias))
 
 
-def _lanes(hidden_lanes):
-    """The kernels' ``hidden_lanes``: -1 (chosen by the shapes), 0 or 1."""
-    return -1 if hidden_lanes is None else int(bool(hidden_lanes))
-
-
 def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
                  hidden_block_bytes=None, hidden_chunk=0, hidden_lanes=None):
     """The gradients of :func:`mlp_forward`'s ``out`` with respect to ``x``
@@ -212,8 +205,8 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
     """
     sizes = {} if hidden_block_bytes is None else dict(
         hidden_block_bytes=hidden_block_bytes)
+    lanes = -1 if hidden_lanes is None else int(bool(hidden_lanes))
     return tuple(_extension('mlp_backward')(grad_out, x, pre, fc1_weight,
                                             fc2_weight,
                                             hidden_chunk=hidden_chunk,
-                                            hidden_lanes=_lanes(hidden_lanes),
-                                            **sizes))
+                                            hidden_lanes=lanes, **sizes))

@@ -130,7 +130,7 @@ namespace {
 // The backward pass's inputs and packed weights, shared by the two ways of
 // splitting it across threads.
 struct Backward {
-  int64_t M, C, H, Hc, chunks, nr1, nr2;
+  int64_t M, C, H, Hc, nr1, nr2;
   const float *X, *G, *P, *Wg, *Wx;  // x, grad_out, pre; fc2^T and fc1 packed
 };
 
@@ -182,9 +182,9 @@ Scratch make_scratch(int64_t rows, int64_t Hc) {
 // up at the end; a lane's blocks, and so the order of every sum, do not
 // depend on which thread takes it. Each block goes through all the hidden
 // chunks (grad_x adds up over them) before the next.
-std::vector<torch::Tensor> backward_row_lanes(const Backward& b, int64_t hidden_block_bytes,
-                                              const torch::TensorOptions& options, torch::Tensor grad_x) {
-  const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = b.chunks;
+std::vector<torch::Tensor> backward_row_lanes(const Backward& b, int64_t hidden_block_bytes, torch::Tensor grad_x) {
+  const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = H / Hc;
+  const auto options = grad_x.options();
   const auto [rows, blocks] =
       row_blocks(M, std::lcm(tile_rows(Hc), tile_rows(C)), std::min(hidden_block_bytes / (Hc * 4), kBackwardMaxRows));
   const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
@@ -221,9 +221,9 @@ std::vector<torch::Tensor> backward_row_lanes(const Backward& b, int64_t hidden_
 // Where the rows are few against the weights, this moves less memory than
 // lanes of rows, each of which reads all the weights and sums all the
 // weight gradients, to be added up after.
-std::vector<torch::Tensor> backward_hidden_lanes(const Backward& b, int64_t hidden_block_bytes,
-                                                 const torch::TensorOptions& options, torch::Tensor grad_x) {
-  const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = b.chunks;
+std::vector<torch::Tensor> backward_hidden_lanes(const Backward& b, int64_t hidden_block_bytes, torch::Tensor grad_x) {
+  const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = H / Hc;
+  const auto options = grad_x.options();
   const auto [rows, blocks] = hidden_lane_rows(M, std::lcm(tile_rows(Hc), tile_rows(C)), Hc, hidden_block_bytes);
   const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
   torch::Tensor grad_w1 = torch::empty({H, C}, options), grad_w2 = torch::empty({C, H}, options),
@@ -278,7 +278,6 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
                    C,
                    H,
                    mlp.Hc,
-                   H / mlp.Hc,
                    mlp.nr1,
                    mlp.nr2,
                    x.data_ptr<float>(),
@@ -291,8 +290,8 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
     return {grad_x, torch::zeros({H, C}, x.options()), torch::zeros({H}, x.options()),
             torch::zeros({C, H}, x.options()), torch::zeros({C}, x.options())};
   const bool by_hidden = hidden_lanes == -1 ? M < H : hidden_lanes == 1;
-  return by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, x.options(), grad_x)
-                   : backward_row_lanes(b, hidden_block_bytes, x.options(), grad_x);
+  return by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, grad_x)
+                   : backward_row_lanes(b, hidden_block_bytes, grad_x);
 }
 
 }  // namespace mmincnext

@@ -221,9 +221,7 @@ inline void v_transpose16(vec16 r[16]) {
   }
 }
 
-// The hardware register the vectors are made of, for the GEMM kernels'
-// accumulator tiles: arrays of it stay in registers over a loop, where the
-// compiler keeps arrays of the two-register vec16 on the stack.
+// The hardware register, as above.
 using reg = __m256;
 constexpr int kRegFloats = 8, kRegsPerVec = 2;
 inline reg r_zero() { return _mm256_setzero_ps(); }
