@@ -210,3 +210,20 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
                                             fc2_weight,
                                             hidden_chunk=hidden_chunk,
                                             hidden_lanes=lanes, **sizes))
+
+
+def fma_loop(iterations, a0=0.0, b=1.0, c=1.0):
+    """The CPU's FMA rate, the ceiling of every GEMM: on each of
+    ``torch.get_num_threads()`` threads, independent register-wide chains
+    ``a = a * b + c`` from ``a0``, ``iterations`` times, in registers only.
+
+    Args:
+        iterations (int): Rounds of FMAs per chain.
+        a0, b, c (float): The chains' start, factor and addend (float32).
+
+    Returns:
+        Tensor: ``[threads, chains * lanes]``, each chain's final value in
+        each lane; ``2 * out.numel() * iterations`` is the number of
+        floating-point operations.
+    """
+    return _extension('fma_loop')(iterations, a0, b, c)

@@ -283,3 +283,25 @@ def test_kernels_take_empty_inputs():
     assert ops.inception_mixer(x, mixer).shape == (0, 32, 6, 6)
     assert ops.metanext_block(x, mixer, None, None, w1, b1, w2,
                               b2).shape == (0, 32, 6, 6)
+
+
+@needs_kernel
+@pytest.mark.parametrize('threads', [1, 2])
+def test_fma_loop_runs_its_chains_on_every_thread(threads):
+    """The benchmark's FMA ceiling: each thread's chains take every FMA
+    (a = a + 1 counts the iterations exactly; a = a / 2 + 1 halves the
+    distance to 2 each round, rounded as float32 FMAs), one register's
+    lanes per chain, 12 chains per thread."""
+    lanes = {'avx512': 16, 'avx2': 8}[CPU_ISA]
+    out = on_threads(threads, ops.kernels.fma_loop, 1000)
+    assert out.shape == (threads, 12 * lanes)
+    assert torch.equal(out, torch.full_like(out, 1000.0))
+    a = torch.tensor(3.0)
+    for _ in range(10):
+        a = a * 0.5 + 1.0  # exact in float32: no rounding to differ
+    out = on_threads(threads, ops.kernels.fma_loop, 10, 3.0, 0.5, 1.0)
+    assert torch.equal(out, torch.full_like(out, a.item()))
+    out = on_threads(threads, ops.kernels.fma_loop, 0, 7.0)
+    assert torch.equal(out, torch.full((threads, 12 * lanes), 7.0))
+    with pytest.raises(RuntimeError, match='iterations must be >= 0'):
+        ops.kernels.fma_loop(-1)

@@ -124,6 +124,8 @@ BACKBONE_MODELS = ('ours', 'deploy', 'unfused', 'deploy_unfused', 'official',
                    'convnext', 'convnext_timm')
 DEFAULT_MODELS = ('ours', 'deploy', 'official', 'convnext', 'convnext_timm')
 INFERENCE_ONLY = ('deploy', 'deploy_unfused')
+# The limit row of the FMA loop: the CPU's FMA rate, above every GEMM's.
+FMA_CEILING = 'mmincnext FMA loop'
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16',
                torch.float16: 'fp16'}
 LABELS = {
@@ -297,7 +299,10 @@ def peak_steps(args):
     GELU); in bf16, where the CPU has it, ``torch.mm`` and the 1x1
     convolution in bf16 (both oneDNN). Which library is the fastest depends
     on the CPU (MKL's sgemm is slow on AMD), so the peak is the best of
-    them. On GPU: a square ``torch.mm`` in the ``--amp`` dtype (cuBLAS)."""
+    them. Beside them, where the kernels are built, the fp32 FMA loop
+    (:data:`FMA_CEILING`, ``mmincnext.ops.kernels.fma_loop``): the rate no
+    GEMM can pass, shown as the ceiling, not taken as the peak. On GPU: a
+    square ``torch.mm`` in the ``--amp`` dtype (cuBLAS)."""
     steps = {}
     gen = torch.Generator(device=args.device).manual_seed(0)
 
@@ -331,6 +336,7 @@ def peak_steps(args):
         steps[(name, 'oneDNN 1x1 conv')] = (
             lambda x=x, w=w: torch.nn.functional.conv2d(x, w), 2 * size**3)
     from mmincnext.ops import cpu_kernels_available, fused_mlp
+    from mmincnext.ops.kernels import fma_loop
     if cpu_kernels_available():
         rows, c, hidden = 4096, 384, 1536
         x, shortcut = randn(rows, c), randn(rows, c)
@@ -339,6 +345,10 @@ def peak_steps(args):
         steps[('fp32', 'mmincnext fused_mlp')] = (
             lambda: fused_mlp(x, shortcut, w1, b1, w2, b2),
             2 * 2 * rows * c * hidden)
+        iterations = 5_000_000
+        steps[('fp32', FMA_CEILING)] = (
+            lambda: fma_loop(iterations),
+            2 * fma_loop(1).numel() * iterations)
     return steps
 
 
@@ -351,10 +361,10 @@ def gemm_rates(steps, times):
 
 def peak_rates(rates):
     """``{dtype: (GFLOP/s, GEMM)}``: the best of the :func:`gemm_rates`
-    per dtype."""
+    per dtype (GEMMs only, not the FMA ceiling)."""
     peaks = {}
     for (dtype, gemm), rate in rates.items():
-        if rate > peaks.get(dtype, (0, None))[0]:
+        if gemm != FMA_CEILING and rate > peaks.get(dtype, (0, None))[0]:
             peaks[dtype] = (rate, gemm)
     return peaks
 
@@ -367,7 +377,8 @@ def peak_lines(rates):
     lines = []
     for (dtype, gemm), rate in sorted(
             rates.items(), key=lambda item: order.index(item[0][0])):
-        mark = ' (peak)' if peaks[dtype][1] == gemm else ''
+        mark = (' (peak)' if peaks[dtype][1] == gemm else
+                ' (ceiling)' if gemm == FMA_CEILING else '')
         lines.append([dtype, gemm, f'{rate:.0f}{mark}'])
     return markdown_table(['limit', 'GEMM', 'GFLOP/s'], lines,
                           left_columns=2)

@@ -302,4 +302,6 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
                                         const torch::Tensor& fc2_weight, int64_t hidden_block_bytes,
                                         int64_t hidden_chunk, int64_t hidden_lanes);
 
+torch::Tensor fma_loop(int64_t iterations, double a0, double b, double c);
+
 }  // namespace mmincnext

@@ -40,4 +40,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_out"), py::arg("x"), py::arg("pre"), py::arg("fc1_weight"), py::arg("fc2_weight"),
         py::arg("hidden_block_bytes") = kBackwardBlockBytes, py::arg("hidden_chunk") = 0,
         py::arg("hidden_lanes") = -1);
+  m.def("fma_loop", &fma_loop,
+        "[threads, chains * floats]: per thread, register-wide chains a = a * b + c, iterations times, from a0",
+        py::arg("iterations"), py::arg("a0"), py::arg("b"), py::arg("c"));
 }

@@ -102,6 +102,7 @@ using reg = __m512;
 constexpr int kRegFloats = 16, kRegsPerVec = 1;
 inline reg r_zero() { return _mm512_setzero_ps(); }
 inline reg r_load(const float* p) { return _mm512_loadu_ps(p); }
+inline void r_store(float* p, reg v) { _mm512_storeu_ps(p, v); }
 inline reg r_set1(float f) { return _mm512_set1_ps(f); }
 inline reg r_fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
 // the vector of 16 floats in r[0 .. kRegsPerVec), into them, a b added to them
@@ -226,6 +227,7 @@ using reg = __m256;
 constexpr int kRegFloats = 8, kRegsPerVec = 2;
 inline reg r_zero() { return _mm256_setzero_ps(); }
 inline reg r_load(const float* p) { return _mm256_loadu_ps(p); }
+inline void r_store(float* p, reg v) { _mm256_storeu_ps(p, v); }
 inline reg r_set1(float f) { return _mm256_set1_ps(f); }
 inline reg r_fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
 // the vector of 16 floats in r[0 .. kRegsPerVec), into them, a b added to them
