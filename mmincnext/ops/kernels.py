@@ -6,12 +6,14 @@ setup.py build_ext --inplace``) on x86-64 with a C++ compiler; the first one
 the CPU runs is loaded (:func:`kernels_isa`). Without them, or on a CPU with
 neither instruction set, every model runs on PyTorch's own kernels with the
 same results; :func:`cpu_kernels_available` tells which. All kernels take
-float32 and run without autograd: the inference kernels, the token mixer's backward pass (:func:`mixer_backward`;
-its forward pass is :func:`inception_mixer`) and the forward and backward
-halves of the training MLP (:func:`mlp_forward`, :func:`mlp_backward`),
-which :mod:`mmincnext.ops.training` wraps in autograd functions. Where the
+float32 and run without autograd: the inference kernels, the token mixer's
+backward pass (:func:`mixer_backward`; its forward pass is
+:func:`inception_mixer`) and the forward and backward halves of the
+training MLP (:func:`mlp_forward`, :func:`mlp_backward`), which
+:mod:`mmincnext.ops.training` wraps in autograd functions. Where the
 backbone uses them is decided in :mod:`mmincnext.ops.inference` and
-:mod:`mmincnext.ops.training`.
+:mod:`mmincnext.ops.training`. :func:`fma_loop` is no model op: it measures
+the CPU's FMA rate, the ceiling in the benchmark's limit table.
 """
 import importlib
 import importlib.util

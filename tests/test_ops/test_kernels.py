@@ -290,8 +290,8 @@ def test_kernels_take_empty_inputs():
 def test_fma_loop_runs_its_chains_on_every_thread(threads):
     """The benchmark's FMA ceiling: each thread's chains take every FMA
     (a = a + 1 counts the iterations exactly; a = a / 2 + 1 halves the
-    distance to 2 each round, rounded as float32 FMAs), one register's
-    lanes per chain, 12 chains per thread."""
+    distance to 2 each round, exactly in float32 for ten rounds from 3),
+    one register's lanes per chain, 12 chains per thread."""
     lanes = {'avx512': 16, 'avx2': 8}[CPU_ISA]
     out = on_threads(threads, ops.kernels.fma_loop, 1000)
     assert out.shape == (threads, 12 * lanes)
