@@ -9,12 +9,14 @@
   (training) on the compiled kernels, where :func:`mixer_training_applies`
   and :func:`mlp_training_applies`.
 - :mod:`mmincnext.ops.gemm_library`: :func:`gemm_library`, MKL or oneDNN
-  for the MLP GEMMs with autograd elsewhere, measured once per machine.
+  for the MLP GEMMs with autograd elsewhere, and :func:`training_mlp_path`,
+  the compiled training MLP or those GEMMs, measured once per machine.
 """
 from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, MLP_BLOCK_BYTES,
                         InferencePlan, inference_plan, metanext_inference,
                         mixer_inference, mlp_inference)
-from .gemm_library import gemm_library, onednn_mlp_applies
+from .gemm_library import (gemm_library, onednn_mlp_applies,
+                           training_mlp_path)
 from .kernels import (cpu_kernels_available, fused_mlp, inception_mixer,
                       metanext_block, mixer_backward, mlp_backward,
                       mlp_forward)
@@ -27,5 +29,6 @@ __all__ = [
     'inference_plan', 'metanext_block', 'metanext_inference',
     'mixer_backward', 'mixer_inference', 'mixer_training',
     'mixer_training_applies', 'mlp_backward', 'mlp_forward', 'mlp_inference',
-    'mlp_training', 'mlp_training_applies', 'onednn_mlp_applies'
+    'mlp_training', 'mlp_training_applies', 'onednn_mlp_applies',
+    'training_mlp_path'
 ]

@@ -14,21 +14,34 @@ where two timings close to each other could otherwise differ).
 ``MMINCNEXT_GEMM=mkl|onednn`` forces a choice (to reproduce another
 machine's path); deleting the file measures again. Inference without
 autograd has its own dispatch (:mod:`mmincnext.ops.inference`).
+
+The same file keeps a second choice per MLP width: whether the compiled
+training MLP (:mod:`mmincnext.ops.training`) or the library's GEMMs run a
+block's MLP in training (:func:`training_mlp_path`). Which is faster depends
+on the CPU and the width: on the AMD EPYC the kernels win at every width
+they take, on an Intel Xeon with MKL the library wins at InceptionNeXt-T's
+stage 2. ``MMINCNEXT_TRAINING_MLP=kernels|library`` forces it.
 """
 import functools
 import json
 import os
 import platform
+import statistics
 import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['gemm_library', 'onednn_mlp_applies', 'GEMM_LIBRARIES', 'ENV_VAR']
+__all__ = [
+    'gemm_library', 'onednn_mlp_applies', 'training_mlp_path',
+    'GEMM_LIBRARIES', 'ENV_VAR', 'TRAINING_MLP_PATHS', 'TRAINING_MLP_ENV_VAR'
+]
 
 GEMM_LIBRARIES = ('mkl', 'onednn')
 ENV_VAR = 'MMINCNEXT_GEMM'
+TRAINING_MLP_PATHS = ('kernels', 'library')
+TRAINING_MLP_ENV_VAR = 'MMINCNEXT_TRAINING_MLP'
 CACHE_ENV_VAR = 'MMINCNEXT_CACHE'
 
 
@@ -115,18 +128,18 @@ def _warn_not_kept(path: str, error: OSError):
                   'measured for this process only')
 
 
-@functools.lru_cache(maxsize=None)
-def _chosen(threads: int) -> str:
-    """The machine's kept choice for ``threads``, or a new measurement,
-    kept; under a lock where the platform has one (``fcntl``), so that
-    processes starting together measure once and agree."""
-    path, key = choices_file(), _machine_key(threads)
+def _kept(key: str, options: tuple, measure) -> str:
+    """The machine's kept choice under ``key`` (one of ``options``), or
+    ``measure()``, kept; under a lock where the platform has one
+    (``fcntl``), so that processes starting together measure once and
+    agree."""
+    path = choices_file()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         lock = open(path + '.lock', 'a')
     except OSError as e:
         _warn_not_kept(path, e)
-        return _measured()
+        return measure()
     with lock:
         try:
             import fcntl
@@ -134,9 +147,9 @@ def _chosen(threads: int) -> str:
         except ImportError:  # no fcntl (Windows): no lock
             pass
         choices = _read_choices(path)
-        if choices.get(key) in GEMM_LIBRARIES:
+        if choices.get(key) in options:
             return choices[key]
-        choices[key] = _measured()
+        choices[key] = measure()
         try:
             with open(path + '.tmp', 'w') as f:
                 json.dump(choices, f, indent=1, sort_keys=True)
@@ -144,6 +157,12 @@ def _chosen(threads: int) -> str:
         except OSError as e:
             _warn_not_kept(path, e)
         return choices[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _chosen(threads: int) -> str:
+    """The machine's library for ``threads``, kept or measured."""
+    return _kept(_machine_key(threads), GEMM_LIBRARIES, _measured)
 
 
 def gemm_library() -> str:
@@ -170,3 +189,103 @@ def onednn_mlp_applies(x: torch.Tensor) -> bool:
     one graph), and oneDNN is this machine's faster library."""
     return (x.device.type == 'cpu' and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing() and gemm_library() == 'onednn')
+
+
+def _measured_mlp(channels: int,
+                  hidden: int,
+                  library: str,
+                  rows: int = 2048,
+                  rounds: int = 7) -> str:
+    """Times a training MLP of this width (both layers and GELU, forward
+    and backward, on ``rows`` rows) on the compiled kernels and on
+    ``library`` (one of :data:`GEMM_LIBRARIES`), ``rounds`` interleaved
+    rounds, called directly without autograd (as :func:`_measured`)."""
+    from . import kernels
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, channels, generator=gen)
+    w1 = torch.randn(hidden, channels, generator=gen) * channels**-0.5
+    w2 = torch.randn(channels, hidden, generator=gen) * hidden**-0.5
+    b1, b2 = torch.zeros(hidden), torch.zeros(channels)
+    grad = torch.randn(rows, channels, generator=gen)
+
+    def on_kernels():
+        _, pre = kernels.mlp_forward(x, None, w1, b1, w2, b2)
+        kernels.mlp_backward(grad, x, pre, w1, w2)
+
+    def blas():  # the MLP as F.linear on the rows, and its backward
+        pre = torch.addmm(b1, x, w1.t())
+        act = F.gelu(pre)
+        torch.addmm(b2, act, w2.t())
+        grad_pre = torch.ops.aten.gelu_backward(grad.mm(w2), pre)
+        grad.t().mm(act), grad_pre.t().mm(x), grad_pre.mm(w1)
+
+    def as_map(rows_tensor):  # [rows, C] as a channels-last [1, C, rows, 1]
+        return rows_tensor.view(1, rows, 1, -1).permute(0, 3, 1, 2)
+
+    x4, grad4 = as_map(x), as_map(grad)
+    w1_4, w2_4 = w1[:, :, None, None], w2[:, :, None, None]
+    conv_backward = functools.partial(torch.ops.aten.convolution_backward,
+                                      bias_sizes=[0], stride=[1, 1],
+                                      padding=[0, 0], dilation=[1, 1],
+                                      transposed=False, output_padding=[0, 0],
+                                      groups=1)
+
+    def onednn():  # the MLP as 1x1 convs, and its backward
+        pre = F.conv2d(x4, w1_4, b1)
+        act = F.gelu(pre)
+        F.conv2d(act, w2_4, b2)
+        grad_act, _, _ = conv_backward(grad4, act, w2_4,
+                                       output_mask=[True, True, True])
+        grad_pre = torch.ops.aten.gelu_backward(grad_act, pre)
+        conv_backward(grad_pre, x4, w1_4, output_mask=[True, True, True])
+
+    library = onednn if library == 'onednn' else blas
+    with torch.no_grad():
+        on_kernels(), library()  # warm-up
+        t_kernels, t_library = [], []
+        for _ in range(rounds):  # interleaved
+            t_kernels.append(_time(on_kernels, 1))
+            t_library.append(_time(library, 1))
+    # medians: the two are within 10 % of each other at some widths, where
+    # single timings on a loaded machine come out either way
+    return ('kernels' if statistics.median(t_kernels) <=
+            statistics.median(t_library) else 'library')
+
+
+@functools.lru_cache(maxsize=None)
+def _mlp_chosen(threads: int, channels: int, hidden: int,
+                freed_memory_kept: bool) -> str:
+    """The machine's training MLP path at this width, kept or measured.
+    The key names the allocator setting: with glibc's defaults the
+    library's larger temporaries are faulted in afresh on every call, and
+    the faster path can differ (it does on the Intel Xeon at stage 2)."""
+    memory = 'freed memory kept' if freed_memory_kept else 'glibc defaults'
+    library = gemm_library()  # before _kept takes the file's lock
+    return _kept(
+        f'{_machine_key(threads)} | training MLP {channels}x{hidden} | '
+        f'{library} | {memory}', TRAINING_MLP_PATHS,
+        lambda: _measured_mlp(channels, hidden, library))
+
+
+def training_mlp_path(channels: int, hidden: int) -> str:
+    """``'kernels'`` (the compiled training MLP) or ``'library'`` (the
+    GEMMs of :func:`gemm_library`): the faster for a training MLP of
+    ``channels`` inputs and ``hidden`` hidden units on this CPU at the
+    current thread count and allocator setting
+    (:func:`mmincnext.engine.keep_freed_memory`), measured once per
+    machine and width (kept in :func:`choices_file`), or
+    ``$MMINCNEXT_TRAINING_MLP``. Only asked where
+    the kernels can take the MLP (:func:`mmincnext.ops.mlp_training_applies`).
+
+    Raises:
+        ValueError: ``$MMINCNEXT_TRAINING_MLP`` is set to something else.
+    """
+    forced = os.environ.get(TRAINING_MLP_ENV_VAR)
+    if forced:
+        if forced not in TRAINING_MLP_PATHS:
+            raise ValueError(f'{TRAINING_MLP_ENV_VAR}={forced!r}: must be '
+                             f'one of {TRAINING_MLP_PATHS}')
+        return forced
+    from ..engine.memory import freed_memory_kept  # loaded by then
+    return _mlp_chosen(torch.get_num_threads(), channels, hidden,
+                       freed_memory_kept())

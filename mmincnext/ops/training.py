@@ -25,7 +25,8 @@ No library offers such a fused training MLP for the CPU, hence the kernels.
 :func:`mixer_training_applies` and :func:`mlp_training_applies` say where
 they run (the block's ``cpu_kernels``; float32 CPU tensors in dense
 channels-last memory; eager, no autocast; for the MLP, weights as for the
-fused inference MLP); ``MetaNeXtBlock.forward`` then calls
+fused inference MLP, and the kernels the faster path at its width on this
+CPU); ``MetaNeXtBlock.forward`` then calls
 :func:`mixer_training` and :func:`mlp_training`. Gradients equal PyTorch's
 within float32 rounding. The backward passes are not differentiable again
 (``once_differentiable``): for second derivatives (``create_graph=True``)
@@ -36,6 +37,7 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from . import kernels
+from .gemm_library import training_mlp_path
 from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _fused_mlp_fits,
                         _kernels_take)
 
@@ -127,10 +129,14 @@ def mlp_training_applies(
     ``torch.compile``, tracing or CPU autocast, ``x`` is a float32 CPU
     tensor in dense channels-last memory, and the MLP fits the fused
     kernels (channels multiples of 16, weights of at most
-    ``max_weight_bytes``: beyond that oneDNN is faster)."""
+    ``max_weight_bytes``: beyond that oneDNN is faster) and they are the
+    faster path at this width on this CPU
+    (:func:`mmincnext.ops.gemm_library.training_mlp_path`)."""
+    fc1_weight = block.mlp.fc1.weight.flatten(1)
     return (_training_kernels_take(block, x)
-            and _fused_mlp_fits(block.mlp.fc1.weight.flatten(1),
-                                max_weight_bytes))
+            and _fused_mlp_fits(fc1_weight, max_weight_bytes)
+            and training_mlp_path(fc1_weight.shape[1],
+                                  fc1_weight.shape[0]) == 'kernels')
 
 
 def mlp_training(block: nn.Module, x: torch.Tensor,

@@ -1,16 +1,20 @@
-"""mmincnext.ops.gemm_library: the library of the training GEMMs is chosen
-once per machine (kept on disk for every later process) or forced, the
-measurement leaves the caller's autograd context alone, and both paths
-train the same network."""
+"""mmincnext.ops.gemm_library: the library of the training GEMMs, and the
+training MLP's path per width, are chosen once per machine (kept on disk
+for every later process) or forced, the measurement leaves the caller's
+autograd context alone, and both paths train the same network."""
 import importlib
 import json
+import time
 
 import pytest
 import torch
+from ops_helpers import needs_kernel
 
 from mmincnext.models import InceptionNeXt
 from mmincnext.ops import gemm_library
-from mmincnext.ops.gemm_library import ENV_VAR, GEMM_LIBRARIES
+from mmincnext.ops.gemm_library import (ENV_VAR, GEMM_LIBRARIES,
+                                        TRAINING_MLP_ENV_VAR,
+                                        TRAINING_MLP_PATHS, training_mlp_path)
 
 
 def test_choice_is_measured_once_and_can_be_forced(monkeypatch):
@@ -34,9 +38,12 @@ def own_choices(monkeypatch, tmp_path):
     module = importlib.import_module('mmincnext.ops.gemm_library')
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.setenv(module.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.delenv(TRAINING_MLP_ENV_VAR, raising=False)
     module._chosen.cache_clear()
+    module._mlp_chosen.cache_clear()
     yield module, tmp_path / 'gemm_library.json'
     module._chosen.cache_clear()
+    module._mlp_chosen.cache_clear()
 
 
 def test_choice_is_kept_for_every_process_on_the_machine(own_choices):
@@ -132,3 +139,81 @@ def test_first_measurement_inside_a_checkpointed_block(own_choices):
     for name in grad:
         torch.testing.assert_close(grad_cp[name], grad[name], rtol=1e-5,
                                    atol=1e-6, msg=name)
+
+
+@needs_kernel
+def test_training_mlp_path_is_kept_per_width_and_allocator_setting(
+        own_choices, monkeypatch):
+    """The training MLP's path is measured once per width and allocator
+    setting (glibc's defaults or freed memory kept: the faster path can
+    differ between them), kept under keys naming both, read back instead
+    of timed again, and can be forced; a bad forced value is named."""
+    module, path = own_choices
+    memory = importlib.import_module('mmincnext.engine.memory')
+    monkeypatch.setattr(memory, '_kept', False)
+    first = training_mlp_path(96, 384)
+    assert first in TRAINING_MLP_PATHS
+    monkeypatch.setattr(memory, '_kept', True)
+    assert training_mlp_path(96, 384) in TRAINING_MLP_PATHS
+    assert training_mlp_path(192, 768) in TRAINING_MLP_PATHS
+    kept = json.loads(path.read_text())
+    library = gemm_library()
+    prefix = f'| {torch.get_num_threads()} threads | torch '
+    mlp_keys = sorted(k for k in kept if 'training MLP' in k)
+    assert len(mlp_keys) == 3 and all(prefix in k for k in mlp_keys)
+    assert [k.split(' | training MLP ')[1] for k in mlp_keys] == [
+        f'192x768 | {library} | freed memory kept',
+        f'96x384 | {library} | freed memory kept',
+        f'96x384 | {library} | glibc defaults']
+    key = next(k for k in mlp_keys if k.endswith('96x384 | ' + library +
+                                                 ' | glibc defaults'))
+    assert kept[key] == first
+    other = next(p for p in TRAINING_MLP_PATHS if p != first)
+    kept[key] = other
+    path.write_text(json.dumps(kept))
+    module._mlp_chosen.cache_clear()
+    monkeypatch.setattr(memory, '_kept', False)
+    assert training_mlp_path(96, 384) == other  # read back, not measured
+    for forced in TRAINING_MLP_PATHS:
+        monkeypatch.setenv(TRAINING_MLP_ENV_VAR, forced)
+        assert training_mlp_path(384, 1536) == forced
+    monkeypatch.setenv(TRAINING_MLP_ENV_VAR, 'fused')
+    with pytest.raises(ValueError, match="MMINCNEXT_TRAINING_MLP='fused': "
+                       'must be one of'):
+        training_mlp_path(96, 384)
+
+
+@needs_kernel
+def test_training_mlp_measurement_times_both_paths(monkeypatch):
+    """The measurement runs the kernels and the given library on the
+    width asked and picks the faster: with the kernels made slow it picks
+    the library, with the library made slow the kernels."""
+    module = importlib.import_module('mmincnext.ops.gemm_library')
+    kernels = importlib.import_module('mmincnext.ops.kernels')
+    real_backward, real_mm = kernels.mlp_backward, torch.Tensor.mm
+    seen = []
+
+    def slow_backward(grad, x, *args, **kwargs):
+        seen.append(x.shape)
+        time.sleep(0.05)
+        return real_backward(grad, x, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, 'mlp_backward', slow_backward)
+    for library in GEMM_LIBRARIES:
+        assert module._measured_mlp(32, 128, library, rows=64,
+                                    rounds=3) == 'library'
+    assert set(seen) == {(64, 32)}
+    monkeypatch.setattr(kernels, 'mlp_backward', real_backward)
+    real_conv = torch.nn.functional.conv2d
+
+    def slow(fn):
+        def run(*args, **kwargs):
+            time.sleep(0.02)
+            return fn(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(torch.Tensor, 'mm', slow(real_mm))
+    monkeypatch.setattr(torch.nn.functional, 'conv2d', slow(real_conv))
+    for library in GEMM_LIBRARIES:
+        assert module._measured_mlp(32, 128, library, rows=64,
+                                    rounds=3) == 'kernels'

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ops_helpers import needs_kernel, on_threads, random_mlp, rel_err
 
 from mmincnext import ops
+from mmincnext.ops.gemm_library import TRAINING_MLP_ENV_VAR
 from mmincnext.models.backbones.inception_next import (InceptionDWConv2d,
                                                        InceptionNeXt)
 
@@ -286,9 +287,11 @@ def test_training_runs_the_kernels_and_equals_pytorch(monkeypatch,
                                                       drop_path_rate):
     """InceptionNeXt-T in training: every token mixer takes its kernels;
     the MLPs of stages 0-2 (weights of at most 6 MiB) take the fused
-    kernels, stage 3's do not; outputs and every parameter's gradient equal
-    the model without the kernels (with stochastic depth: the same random
-    masks, the residual sum outside the kernel)."""
+    kernels (where they are the faster path: forced here), stage 3's do
+    not; outputs and every parameter's gradient equal the model without the
+    kernels (with stochastic depth: the same random masks, the residual sum
+    outside the kernel)."""
+    monkeypatch.setenv(TRAINING_MLP_ENV_VAR, 'kernels')
     calls = {'mlp_forward': [], 'inception_mixer': [], 'mixer_backward': []}
 
     def counted(name):
@@ -329,7 +332,8 @@ def test_training_runs_the_kernels_and_equals_pytorch(monkeypatch,
 
 
 @needs_kernel
-def test_kernels_apply_only_where_they_can():
+def test_kernels_apply_only_where_they_can(monkeypatch):
+    monkeypatch.setenv(TRAINING_MLP_ENV_VAR, 'kernels')
     model = InceptionNeXt('tiny').train()
     block = model.stages[0].blocks[0]
     x = torch.rand(2, 96, 8, 8).contiguous(memory_format=torch.channels_last)
@@ -344,6 +348,10 @@ def test_kernels_apply_only_where_they_can():
     assert not ops.mlp_training_applies(block, x, max_weight_bytes=2**10)
     assert ops.mixer_training_applies(model.stages[3].blocks[0], stage3)
     assert not ops.mlp_training_applies(model.stages[3].blocks[0], stage3)
+    monkeypatch.setenv(TRAINING_MLP_ENV_VAR, 'library')  # faster here
+    assert ops.mixer_training_applies(block, x)
+    assert not ops.mlp_training_applies(block, x)
+    monkeypatch.setenv(TRAINING_MLP_ENV_VAR, 'kernels')
     block.cpu_kernels = False
     assert not ops.mixer_training_applies(block, x)
     assert not ops.mlp_training_applies(block, x)

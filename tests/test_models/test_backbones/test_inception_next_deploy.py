@@ -130,12 +130,16 @@ def test_channels_last_training_gradients_equal(timm_reference):
     ref_grads = {n: p.grad for n, p in ref.named_parameters()
                  if p.grad is not None}
     # conv biases right before a training-mode BN get (mathematically) zero
-    # gradients: measure errors against the largest gradient, not theirs
-    floor = 1e-3 * max(g.abs().max() for g in ref_grads.values())
+    # gradients, rounding noise in both networks: those must stay as small
+    # as noise (1e-5 of the largest gradient, whichever library ran the
+    # GEMMs); every other gradient equals the official one within 1e-4
+    largest = max(g.abs().max() for g in ref_grads.values())
     for name, param in model.named_parameters():
         ref_grad = ref_grads[name]
-        err = (param.grad - ref_grad).abs().max() / torch.maximum(
-            ref_grad.abs().max(), floor)
+        if ref_grad.abs().max() < 1e-3 * largest:
+            assert param.grad.abs().max() <= 1e-5 * largest, name
+            continue
+        err = (param.grad - ref_grad).abs().max() / ref_grad.abs().max()
         assert err <= 1e-4, (name, err)
 
 
