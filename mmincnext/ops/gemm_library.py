@@ -159,6 +159,15 @@ def _kept(key: str, options: tuple, measure) -> str:
         return choices[key]
 
 
+def _forced(env_var: str, options: tuple):
+    """The value of ``$env_var`` (one of ``options``), or None where it is
+    unset or empty."""
+    forced = os.environ.get(env_var)
+    if forced and forced not in options:
+        raise ValueError(f'{env_var}={forced!r}: must be one of {options}')
+    return forced or None
+
+
 @functools.lru_cache(maxsize=None)
 def _chosen(threads: int) -> str:
     """The machine's library for ``threads``, kept or measured."""
@@ -174,13 +183,7 @@ def gemm_library() -> str:
     Raises:
         ValueError: ``$MMINCNEXT_GEMM`` is set to something else.
     """
-    forced = os.environ.get(ENV_VAR)
-    if forced:
-        if forced not in GEMM_LIBRARIES:
-            raise ValueError(f'{ENV_VAR}={forced!r}: must be one of '
-                             f'{GEMM_LIBRARIES}')
-        return forced
-    return _chosen(torch.get_num_threads())
+    return _forced(ENV_VAR, GEMM_LIBRARIES) or _chosen(torch.get_num_threads())
 
 
 def onednn_mlp_applies(x: torch.Tensor) -> bool:
@@ -280,11 +283,8 @@ def training_mlp_path(channels: int, hidden: int) -> str:
     Raises:
         ValueError: ``$MMINCNEXT_TRAINING_MLP`` is set to something else.
     """
-    forced = os.environ.get(TRAINING_MLP_ENV_VAR)
+    forced = _forced(TRAINING_MLP_ENV_VAR, TRAINING_MLP_PATHS)
     if forced:
-        if forced not in TRAINING_MLP_PATHS:
-            raise ValueError(f'{TRAINING_MLP_ENV_VAR}={forced!r}: must be '
-                             f'one of {TRAINING_MLP_PATHS}')
         return forced
     from ..engine.memory import freed_memory_kept  # loaded by then
     return _mlp_chosen(torch.get_num_threads(), channels, hidden,
