@@ -27,7 +27,7 @@ ENV_VAR = 'MMINCNEXT_KEEP_FREED_MEMORY'
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 2**30
 TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
-_kept = False  # applied in this process
+_applied = False  # in this process
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +58,7 @@ def keep_freed_memory() -> bool:
         ValueError: ``$MMINCNEXT_KEEP_FREED_MEMORY`` is neither ``0`` nor
             ``1``.
     """
-    global _kept
+    global _applied
     setting = os.environ.get(ENV_VAR, '1')
     if setting not in ('0', '1'):
         raise ValueError(f'{ENV_VAR}={setting!r}: must be 0 or 1')
@@ -67,7 +67,7 @@ def keep_freed_memory() -> bool:
         return False
     applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                    and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    _kept = _kept or applied
+    _applied = _applied or applied
     return applied
 
 
@@ -75,4 +75,4 @@ def freed_memory_kept() -> bool:
     """Whether :func:`keep_freed_memory` has applied its settings in this
     process (which changes which training paths are faster:
     :func:`mmincnext.ops.gemm_library.training_mlp_path`)."""
-    return _kept
+    return _applied

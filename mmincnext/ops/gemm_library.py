@@ -17,10 +17,9 @@ autograd has its own dispatch (:mod:`mmincnext.ops.inference`).
 
 The same file keeps a second choice per MLP width: whether the compiled
 training MLP (:mod:`mmincnext.ops.training`) or the library's GEMMs run a
-block's MLP in training (:func:`training_mlp_path`). Which is faster depends
-on the CPU and the width: on the AMD EPYC the kernels win at every width
-they take, on an Intel Xeon with MKL the library wins at InceptionNeXt-T's
-stage 2. ``MMINCNEXT_TRAINING_MLP=kernels|library`` forces it.
+block's MLP in training (:func:`training_mlp_path`): which is faster
+depends on the CPU, the width and the allocator setting (docs/speed.md has
+the measurements). ``MMINCNEXT_TRAINING_MLP=kernels|library`` forces it.
 """
 import functools
 import json
@@ -242,15 +241,15 @@ def _measured_mlp(channels: int,
         grad_pre = torch.ops.aten.gelu_backward(grad_act, pre)
         conv_backward(grad_pre, x4, w1_4, output_mask=[True, True, True])
 
-    library = onednn if library == 'onednn' else blas
+    run_library = onednn if library == 'onednn' else blas
     with torch.no_grad():
-        on_kernels(), library()  # warm-up
+        on_kernels(), run_library()  # warm-up
         t_kernels, t_library = [], []
         for _ in range(rounds):  # interleaved
             t_kernels.append(_time(on_kernels, 1))
-            t_library.append(_time(library, 1))
-    # medians: the two are within 10 % of each other at some widths, where
-    # single timings on a loaded machine come out either way
+            t_library.append(_time(run_library, 1))
+    # medians: at some widths the two paths are close, and single timings
+    # on a loaded machine come out either way
     return ('kernels' if statistics.median(t_kernels) <=
             statistics.median(t_library) else 'library')
 
@@ -261,7 +260,7 @@ def _mlp_chosen(threads: int, channels: int, hidden: int,
     """The machine's training MLP path at this width, kept or measured.
     The key names the allocator setting: with glibc's defaults the
     library's larger temporaries are faulted in afresh on every call, and
-    the faster path can differ (it does on the Intel Xeon at stage 2)."""
+    the faster path can differ between the two settings."""
     memory = 'freed memory kept' if freed_memory_kept else 'glibc defaults'
     library = gemm_library()  # before _kept takes the file's lock
     return _kept(
@@ -277,8 +276,8 @@ def training_mlp_path(channels: int, hidden: int) -> str:
     current thread count and allocator setting
     (:func:`mmincnext.engine.keep_freed_memory`), measured once per
     machine and width (kept in :func:`choices_file`), or
-    ``$MMINCNEXT_TRAINING_MLP``. Only asked where
-    the kernels can take the MLP (:func:`mmincnext.ops.mlp_training_applies`).
+    ``$MMINCNEXT_TRAINING_MLP``. Only asked where the kernels can take the
+    MLP (:func:`mmincnext.ops.mlp_training_applies`).
 
     Raises:
         ValueError: ``$MMINCNEXT_TRAINING_MLP`` is set to something else.
@@ -286,6 +285,7 @@ def training_mlp_path(channels: int, hidden: int) -> str:
     forced = _forced(TRAINING_MLP_ENV_VAR, TRAINING_MLP_PATHS)
     if forced:
         return forced
-    from ..engine.memory import freed_memory_kept  # loaded by then
+    # imported here: mmincnext.engine imports the models, which import ops
+    from ..engine.memory import freed_memory_kept
     return _mlp_chosen(torch.get_num_threads(), channels, hidden,
                        freed_memory_kept())

@@ -150,10 +150,10 @@ def test_training_mlp_path_is_kept_per_width_and_allocator_setting(
     of timed again, and can be forced; a bad forced value is named."""
     module, path = own_choices
     memory = importlib.import_module('mmincnext.engine.memory')
-    monkeypatch.setattr(memory, '_kept', False)
+    monkeypatch.setattr(memory, '_applied', False)
     first = training_mlp_path(96, 384)
     assert first in TRAINING_MLP_PATHS
-    monkeypatch.setattr(memory, '_kept', True)
+    monkeypatch.setattr(memory, '_applied', True)
     assert training_mlp_path(96, 384) in TRAINING_MLP_PATHS
     assert training_mlp_path(192, 768) in TRAINING_MLP_PATHS
     kept = json.loads(path.read_text())
@@ -172,7 +172,7 @@ def test_training_mlp_path_is_kept_per_width_and_allocator_setting(
     kept[key] = other
     path.write_text(json.dumps(kept))
     module._mlp_chosen.cache_clear()
-    monkeypatch.setattr(memory, '_kept', False)
+    monkeypatch.setattr(memory, '_applied', False)
     assert training_mlp_path(96, 384) == other  # read back, not measured
     for forced in TRAINING_MLP_PATHS:
         monkeypatch.setenv(TRAINING_MLP_ENV_VAR, forced)

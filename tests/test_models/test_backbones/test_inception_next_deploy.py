@@ -130,14 +130,14 @@ def test_channels_last_training_gradients_equal(timm_reference):
     ref_grads = {n: p.grad for n, p in ref.named_parameters()
                  if p.grad is not None}
     # conv biases right before a training-mode BN get (mathematically) zero
-    # gradients, rounding noise in both networks: those must stay as small
-    # as noise (1e-5 of the largest gradient, whichever library ran the
-    # GEMMs); every other gradient equals the official one within 1e-4
+    # gradients, rounding noise in both networks: those must stay within
+    # 1e-6 of the largest gradient, whichever library ran the GEMMs; every
+    # other gradient equals the official one within 1e-4
     largest = max(g.abs().max() for g in ref_grads.values())
     for name, param in model.named_parameters():
         ref_grad = ref_grads[name]
         if ref_grad.abs().max() < 1e-3 * largest:
-            assert param.grad.abs().max() <= 1e-5 * largest, name
+            assert param.grad.abs().max() <= 1e-6 * largest, name
             continue
         err = (param.grad - ref_grad).abs().max() / ref_grad.abs().max()
         assert err <= 1e-4, (name, err)
