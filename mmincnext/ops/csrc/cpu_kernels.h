@@ -81,11 +81,12 @@ inline torch::Tensor empty_channels_last(const torch::Tensor& x) {
 
 // What the GEMM kernels do to a @ b before the store: gelu(. + bias);
 // . + bias + r (the residual); . + r (r = c: accumulate into the output);
-// . + bias; . * r (r = c: scale the output in place, the GELU's derivative
-// in backward); nothing.
-enum Epilogue { kBiasGelu, kBiasResidual, kAdd, kBias, kMul, kStore };
+// . + bias; . * gelu'(r) with gelu(r) stored into g as well (the backward
+// pass's d_pre from r = pre: the GELU evaluated where its input is loaded,
+// with no pass of its own); nothing.
+enum Epilogue { kBiasGelu, kBiasResidual, kAdd, kBias, kGeluGrad, kStore };
 constexpr bool has_bias(Epilogue e) { return e == kBiasGelu || e == kBiasResidual || e == kBias; }
-constexpr bool reads_r(Epilogue e) { return e == kBiasResidual || e == kAdd || e == kMul; }
+constexpr bool reads_r(Epilogue e) { return e == kBiasResidual || e == kAdd || e == kGeluGrad; }
 
 // Register blocking by the width of the output: NV vectors of 16 columns
 // per panel and MR rows, MR * NV = 24 accumulators (of 32 zmm registers).
@@ -104,13 +105,15 @@ inline int64_t tile_rows(int64_t n) { return tile_rows_of(panel_vectors(n)); }
 
 // c[m, N] = epilogue(a[m, K] @ W^T + bias), a with row stride lda, W packed
 // by pack_panels in panels of 16 * panel_vectors(N) columns, c (and the
-// residual r) with row stride ldc (ldr). While the row tiles go through one
-// panel, the next one (after the last: the `next_floats` floats at `next`)
-// is prefetched into L2. Instantiated in gemm.cpp for the three epilogues.
+// residual r, and g for kGeluGrad) with row stride ldc (ldr, ldg). While the
+// row tiles go through one panel, the next one (after the last: the
+// `next_floats` floats at `next`) is prefetched into L2. Instantiated in
+// gemm.cpp for each epilogue.
 template <Epilogue EPI>
 void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
                    int64_t K, int64_t N, const float* bias, const float* r,
-                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats);
+                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats,
+                   float* g = nullptr, int64_t ldg = 0);
 
 // c[M, N] = a[K, M]^T @ b[K, N], or c += that where `add` (a, b, c
 // row-major with row strides lda, ldb, ldc; N a multiple of 16): the weight

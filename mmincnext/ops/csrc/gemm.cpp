@@ -7,6 +7,7 @@
 #include "gelu.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace mmincnext {
 namespace {
@@ -14,15 +15,19 @@ namespace {
 MMINCNEXT_SIMD_BEGIN
 
 // c[MR, 16 NV] = epilogue(a[MR, K] @ b[K, 16 NV]), a with row stride lda, b
-// a packed panel, c (and the residual r) with row stride ldc (ldr). The
-// first pf_lines iterations each prefetch a cache line of pf into L2.
+// a packed panel, c (and the residual r, and g) with row stride ldc (ldr,
+// ldg). The first pf_lines iterations each prefetch a cache line of pf into
+// L2.
 template <int MR, int NV, Epilogue EPI>
 inline void micro_kernel(const float* a, int64_t lda, const float* b,
                          int64_t K, const float* bias, const float* r,
                          int64_t ldr, float* c, int64_t ldc, const float* pf,
-                         int64_t pf_lines) {
+                         int64_t pf_lines, float* g, int64_t ldg) {
   constexpr int NR = 16 * NV, RV = NR / kRegFloats;  // registers per row
   reg acc[MR][RV];
+  if (EPI == kGeluGrad)  // pre, read once from memory, to arrive during the loop
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(r + i * ldr + 16 * v), _MM_HINT_T0);
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < RV; ++v) acc[i][v] = r_zero();
   for (int64_t k = 0; k < K; ++k) {
@@ -40,12 +45,16 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
     for (int i = 0; i < MR; ++i) {
       const vec16 sum = v_of(&acc[i][v * (16 / kRegFloats)]);
       vec16 y = has_bias(EPI) ? v_add(sum, bb) : sum;
-      if (EPI == kBiasGelu)
+      if (EPI == kBiasGelu) {
         y = gelu16(y);
-      else if (EPI == kMul)
-        y = v_mul(y, v_load(r + i * ldr + 16 * v));
-      else if (reads_r(EPI))
+      } else if (EPI == kGeluGrad) {
+        vec16 gelu, grad;
+        gelu_and_grad(v_load(r + i * ldr + 16 * v), gelu, grad);
+        v_store(g + i * ldg + 16 * v, gelu);
+        y = v_mul(y, grad);
+      } else if (reads_r(EPI)) {
         y = v_add(y, v_load(r + i * ldr + 16 * v));
+      }
       v_store(c + i * ldc + 16 * v, y);
     }
   }
@@ -56,21 +65,24 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
 template <int MR, int NV, Epilogue EPI>
 void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
                        int64_t K, const float* bias, const float* r,
-                       int64_t ldr, float* c, int64_t ldc) {
+                       int64_t ldr, float* c, int64_t ldc, float* g, int64_t ldg) {
   constexpr int NR = 16 * NV;
   std::unique_ptr<float[]> a_pad(new float[MR * K]());
-  float r_pad[MR * NR] = {0}, c_pad[MR * NR];
+  float r_pad[MR * NR] = {0}, c_pad[MR * NR], g_pad[MR * NR];
   for (int64_t i = 0; i < m; ++i) {
     std::memcpy(a_pad.get() + i * K, a + i * lda, K * sizeof(float));
     if (reads_r(EPI))
       std::memcpy(r_pad + i * NR, r + i * ldr, NR * sizeof(float));
   }
-  micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR, nullptr, 0);
-  for (int64_t i = 0; i < m; ++i)
+  micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR, nullptr, 0, g_pad, NR);
+  for (int64_t i = 0; i < m; ++i) {
     std::memcpy(c + i * ldc, c_pad + i * NR, NR * sizeof(float));
+    if (EPI == kGeluGrad) std::memcpy(g + i * ldg, g_pad + i * NR, NR * sizeof(float));
+  }
 }
 
-inline const float* residual(const float* r, int64_t offset) {
+template <class T>
+inline T* residual(T* r, int64_t offset) {
   return r == nullptr ? nullptr : r + offset;
 }
 
@@ -83,7 +95,8 @@ inline const float* residual(const float* r, int64_t offset) {
 template <int MR, int NV, Epilogue EPI>
 void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
                int64_t K, int64_t N, const float* bias, const float* r,
-               int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats) {
+               int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats, float* g,
+               int64_t ldg) {
   constexpr int NR = 16 * NV;
   const int64_t tiles = m / MR;
   for (int64_t n = 0; n < N; n += NR) {  // a panel of W stays in cache
@@ -96,12 +109,12 @@ void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
     for (; i + MR <= m; i += MR) {
       const int64_t l0 = std::min(lines, i / MR * per_tile);
       micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n, residual(r, i * ldr + n), ldr, c + i * ldc + n,
-                                ldc, pf + 16 * l0, std::min(per_tile, lines - l0));
+                                ldc, pf + 16 * l0, std::min(per_tile, lines - l0), residual(g, i * ldg + n), ldg);
     }
     if (i < m)
       micro_kernel_tail<MR, NV, EPI>(m - i, a + i * lda, lda, b, K, bias + n,
                                      residual(r, i * ldr + n), ldr,
-                                     c + i * ldc + n, ldc);
+                                     c + i * ldc + n, ldc, residual(g, i * ldg + n), ldg);
   }
 }
 
@@ -112,23 +125,28 @@ MMINCNEXT_SIMD_END
 template <Epilogue EPI>
 void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
                    int64_t K, int64_t N, const float* bias, const float* r,
-                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats) {
+                   int64_t ldr, float* c, int64_t ldc, const float* next, int64_t next_floats, float* g,
+                   int64_t ldg) {
+  const auto run = [&](auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    gemm_rows<tile_rows_of(NV), NV, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats, g, ldg);
+  };
   switch (panel_vectors(N)) {
-    case 4: return gemm_rows<tile_rows_of(4), 4, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
-    case 3: return gemm_rows<tile_rows_of(3), 3, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
-    case 2: return gemm_rows<tile_rows_of(2), 2, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
-    default: return gemm_rows<tile_rows_of(1), 1, EPI>(m, a, lda, packed, K, N, bias, r, ldr, c, ldc, next, next_floats);
+    case 4: return run(std::integral_constant<int, 4>());
+    case 3: return run(std::integral_constant<int, 3>());
+    case 2: return run(std::integral_constant<int, 2>());
+    default: return run(std::integral_constant<int, 1>());
   }
 }
 
 #define MMINCNEXT_GEMM_ROWS(EPI)                                                                               \
   template void gemm_rows_any<EPI>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*, \
-                                   const float*, int64_t, float*, int64_t, const float*, int64_t);
+                                   const float*, int64_t, float*, int64_t, const float*, int64_t, float*, int64_t);
 MMINCNEXT_GEMM_ROWS(kBiasGelu)
 MMINCNEXT_GEMM_ROWS(kBiasResidual)
 MMINCNEXT_GEMM_ROWS(kAdd)
 MMINCNEXT_GEMM_ROWS(kBias)
-MMINCNEXT_GEMM_ROWS(kMul)
+MMINCNEXT_GEMM_ROWS(kGeluGrad)
 MMINCNEXT_GEMM_ROWS(kStore)
 #undef MMINCNEXT_GEMM_ROWS
 

@@ -15,8 +15,11 @@
 // kBackwardMaxRows rows) and, per block and, within it, per chunk of hidden
 // units, computes
 //
-//     gelu(pre) and gelu'(pre)           (one pass over the block's `pre`)
-//     d_pre = (grad_out @ fc2) * gelu'    (GEMM, the product in its epilogue)
+//     d_pre = (grad_out @ fc2) * gelu'(pre), and gelu(pre)
+//                                        (GEMM; its epilogue loads `pre`,
+//                                         prefetched during the tile's loop,
+//                                         and evaluates both: no pass of
+//                                         their own over the block)
 //     grad_fc2 += grad_out^T @ gelu(pre)  (gemm_tn, per-lane sums, while the
 //                                         rows of grad_out are in cache)
 //     grad_x (+)= d_pre @ fc1             (GEMM)
@@ -45,18 +48,6 @@ void check_rows(const torch::Tensor& t, int64_t M, int64_t width, const char* na
 }
 
 MMINCNEXT_SIMD_BEGIN
-
-// g = gelu(pre), d = gelu'(pre) for m rows of n columns: pre with row stride
-// ldp, g and d with row stride n.
-void gelu_with_grad_rows(int64_t m, int64_t n, const float* pre, int64_t ldp, float* g, float* d) {
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; j += 16) {
-      vec16 gv, dv;
-      gelu_and_grad(v_load(pre + i * ldp + j), gv, dv);
-      v_store(g + i * n + j, gv);
-      v_store(d + i * n + j, dv);
-    }
-}
 
 // sum[j] (+)= the sum over the m rows of a[i, j] (added where `add`), n
 // columns (a multiple of 16), row stride lda.
@@ -145,8 +136,8 @@ void backward_chunk(const Backward& b, int64_t r0, int64_t m, int64_t j, float* 
                     float* sw1, int64_t ldw1, bool transposed_sums, float* sw2, int64_t ldw2, float* sb1, float* sb2,
                     bool add, const float* next, int64_t next_floats) {
   const int64_t C = b.C, H = b.H, Hc = b.Hc;
-  gelu_with_grad_rows(m, Hc, b.P + r0 * H + j, H, g, d);
-  gemm_rows_any<kMul>(m, b.G + r0 * C, C, b.Wg + j * C, C, Hc, nullptr, d, Hc, d, Hc, b.Wx + j * C, Hc * b.nr2);
+  gemm_rows_any<kGeluGrad>(m, b.G + r0 * C, C, b.Wg + j * C, C, Hc, nullptr, b.P + r0 * H + j, H, d, Hc,
+                           b.Wx + j * C, Hc * b.nr2, g, Hc);
   gemm_tn(m, b.G + r0 * C, C, C, g, Hc, Hc, sw2, ldw2, add);
   if (first)
     gemm_rows_any<kStore>(m, d, Hc, b.Wx + j * C, Hc, C, nullptr, nullptr, 0, dx, C, next, next_floats);
