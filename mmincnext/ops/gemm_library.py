@@ -258,14 +258,17 @@ def _measured_mlp(channels: int,
 def _mlp_chosen(threads: int, channels: int, hidden: int,
                 freed_memory_kept: bool) -> str:
     """The machine's training MLP path at this width, kept or measured.
-    The key names the allocator setting: with glibc's defaults the
+    The key names the allocator setting (with glibc's defaults the
     library's larger temporaries are faulted in afresh on every call, and
-    the faster path can differ between the two settings."""
+    the faster path can differ between the two settings) and the build of
+    the kernels (a rebuilt extension is measured again)."""
+    from .kernels import kernels_build
     memory = 'freed memory kept' if freed_memory_kept else 'glibc defaults'
     library = gemm_library()  # before _kept takes the file's lock
     return _kept(
         f'{_machine_key(threads)} | training MLP {channels}x{hidden} | '
-        f'{library} | {memory}', TRAINING_MLP_PATHS,
+        f'{library} | {memory} | kernels {kernels_build()}',
+        TRAINING_MLP_PATHS,
         lambda: _measured_mlp(channels, hidden, library))
 
 

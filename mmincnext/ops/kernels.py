@@ -15,6 +15,8 @@ backbone uses them is decided in :mod:`mmincnext.ops.inference` and
 :mod:`mmincnext.ops.training`. :func:`fma_loop` is no model op: it measures
 the CPU's FMA rate, the ceiling in the benchmark's limit table.
 """
+import functools
+import hashlib
 import importlib
 import importlib.util
 import warnings
@@ -57,6 +59,21 @@ def kernels_isa():
     """The instruction set of the loaded kernels: ``'avx512'``, ``'avx2'``,
     or None where none runs."""
     return _isa
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_build():
+    """A short digest of the loaded extension's file (its first 12 hex
+    digits of SHA-256), or None where none runs: what names a build in the
+    measured choices kept on disk (:mod:`mmincnext.ops.gemm_library`), so
+    that a rebuilt extension is measured afresh."""
+    if _ext is None:
+        return None
+    digest = hashlib.sha256()
+    with open(_ext.__file__, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def _extension(name):

@@ -4,6 +4,7 @@ for every later process) or forced, the measurement leaves the caller's
 autograd context alone, and both paths train the same network."""
 import importlib
 import json
+import re
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from mmincnext.ops import gemm_library
 from mmincnext.ops.gemm_library import (ENV_VAR, GEMM_LIBRARIES,
                                         TRAINING_MLP_ENV_VAR,
                                         TRAINING_MLP_PATHS, training_mlp_path)
+from mmincnext.ops.kernels import kernels_build
 
 
 def test_choice_is_measured_once_and_can_be_forced(monkeypatch):
@@ -144,9 +146,10 @@ def test_first_measurement_inside_a_checkpointed_block(own_choices):
 @needs_kernel
 def test_training_mlp_path_is_kept_per_width_and_allocator_setting(
         own_choices, monkeypatch):
-    """The training MLP's path is measured once per width and allocator
+    """The training MLP's path is measured once per width, allocator
     setting (glibc's defaults or freed memory kept: the faster path can
-    differ between them), kept under keys naming both, read back instead
+    differ between them) and build of the kernels, kept under keys naming
+    them, read back instead
     of timed again, and can be forced; a bad forced value is named."""
     module, path = own_choices
     memory = importlib.import_module('mmincnext.engine.memory')
@@ -161,12 +164,14 @@ def test_training_mlp_path_is_kept_per_width_and_allocator_setting(
     prefix = f'| {torch.get_num_threads()} threads | torch '
     mlp_keys = sorted(k for k in kept if 'training MLP' in k)
     assert len(mlp_keys) == 3 and all(prefix in k for k in mlp_keys)
+    build = f' | kernels {kernels_build()}'
+    assert re.fullmatch('[0-9a-f]{12}', kernels_build())
     assert [k.split(' | training MLP ')[1] for k in mlp_keys] == [
-        f'192x768 | {library} | freed memory kept',
-        f'96x384 | {library} | freed memory kept',
-        f'96x384 | {library} | glibc defaults']
-    key = next(k for k in mlp_keys if k.endswith('96x384 | ' + library +
-                                                 ' | glibc defaults'))
+        f'192x768 | {library} | freed memory kept{build}',
+        f'96x384 | {library} | freed memory kept{build}',
+        f'96x384 | {library} | glibc defaults{build}']
+    key = next(k for k in mlp_keys if k.endswith(
+        f'96x384 | {library} | glibc defaults{build}'))
     assert kept[key] == first
     other = next(p for p in TRAINING_MLP_PATHS if p != first)
     kept[key] = other
