@@ -213,9 +213,11 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
         hidden_lanes (bool, optional): How the threads share the work: in
             lanes of hidden chunks over all rows (True) or in lanes of row
             blocks over all hidden units (False); default: hidden chunks
-            where there are fewer rows than hidden units (``M < H``), where
-            the row lanes' per-thread weight-gradient sums would move more
-            memory than the hidden lanes' per-thread ``grad_x`` sums.
+            where there are fewer rows than hidden units (``M < H``) or the
+            two weights take more than 2 MiB (those chunked in hidden
+            units), where the row lanes' per-thread weight-gradient sums
+            would move more memory than the hidden lanes' per-thread
+            ``grad_x`` sums.
 
     Returns:
         tuple[Tensor, ...]: ``grad_x [M, C]``, ``grad_fc1_weight [H, C]``,

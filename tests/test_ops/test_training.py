@@ -195,18 +195,27 @@ def test_backward_lanes_of_hidden_chunks_equal_lanes_of_rows(
 
 
 @needs_kernel
-def test_lanes_are_chosen_by_rows_against_hidden_units():
-    """The default takes hidden lanes where M < H: the same bits as asking
-    for them there, and as asking for row lanes where M >= H."""
-    for rows in (100, 300):
-        x, _, w1, b1, w2, b2 = random_mlp(rows, 64, 256)
+def test_lanes_are_chosen_by_rows_and_weight_size():
+    """The default takes hidden lanes where M < H or the two weights take
+    more than 2 MiB (384 x 1536: 4.5 MiB): the same bits as asking for them
+    there, and as asking for row lanes where M >= H and the weights are
+    small."""
+    for rows, channels, hidden, by_hidden in ((100, 64, 256, True),
+                                              (300, 64, 256, False),
+                                              (1600, 384, 1536, True)):
+        x, _, w1, b1, w2, b2 = random_mlp(rows, channels, hidden)
         grad_out = torch.randn_like(x)
         _, pre = ops.mlp_forward(x, None, w1, b1, w2, b2)
         chosen = on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2)
         forced = on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2,
-                            hidden_lanes=rows < 256)
+                            hidden_lanes=by_hidden)
         for a, b in zip(chosen, forced):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # there (chunks of hidden units, two lanes either way) the two splits
+    # sum in different orders: the bits tell which one ran
+    other = on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2,
+                       hidden_lanes=False)
+    assert not all(torch.equal(a, b) for a, b in zip(chosen, other))
 
 
 @needs_kernel

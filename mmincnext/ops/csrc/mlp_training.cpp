@@ -33,8 +33,9 @@
 // chunk's weights and weight-gradient sums stay in L2 over the block. The
 // threads split the work in lanes of row blocks, each summing all the
 // weight gradients of its rows (added up at the end), or, where the rows
-// are fewer than the hidden units, in lanes of hidden chunks, each summing
-// its share of grad_x (backward_row_lanes, backward_hidden_lanes).
+// are fewer than the hidden units or the weights are chunked, in lanes of
+// hidden chunks, each summing its share of grad_x (backward_row_lanes,
+// backward_hidden_lanes).
 #include "cpu_kernels.h"
 #include "gelu.h"
 
@@ -280,7 +281,12 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   if (M == 0)
     return {grad_x, torch::zeros({H, C}, x.options()), torch::zeros({H}, x.options()),
             torch::zeros({C, H}, x.options()), torch::zeros({C}, x.options())};
-  const bool by_hidden = hidden_lanes == -1 ? M < H : hidden_lanes == 1;
+  // Lanes of rows each sum all the weight gradients, as large as the
+  // weights: where those are too large for L2 (what chunks the hidden
+  // units), every row block takes them through memory, and the hidden lanes,
+  // each with its chunks' share, move less; so also where M < H.
+  const bool by_hidden =
+      hidden_lanes == -1 ? M < H || 2 * C * H * int64_t(sizeof(float)) > kWholeHiddenWeightBytes : hidden_lanes == 1;
   return by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, grad_x)
                    : backward_row_lanes(b, hidden_block_bytes, grad_x);
 }
