@@ -222,3 +222,19 @@ def test_training_mlp_measurement_times_both_paths(monkeypatch):
     for library in GEMM_LIBRARIES:
         assert module._measured_mlp(32, 128, library, rows=64,
                                     rounds=3) == 'kernels'
+
+
+@needs_kernel
+def test_training_mlp_level_times_go_to_the_kernels(monkeypatch):
+    """The library is taken only where its median time is below
+    LIBRARY_MLP_MARGIN of the kernels': 2 % faster is a tie, 4 % is not."""
+    module = importlib.import_module('mmincnext.ops.gemm_library')
+    assert module.LIBRARY_MLP_MARGIN == 0.97
+    for library_time, path in ((0.98, 'kernels'), (0.96, 'library'),
+                               (1.10, 'kernels')):
+        monkeypatch.setattr(
+            module, '_time', lambda fn, rounds, t=library_time:
+            1.0 if fn.__name__ == 'on_kernels' else t)
+        for library in GEMM_LIBRARIES:
+            assert module._measured_mlp(32, 128, library, rows=64,
+                                        rounds=3) == path
