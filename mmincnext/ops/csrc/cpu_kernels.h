@@ -146,6 +146,12 @@ constexpr int64_t kHiddenBlockBytes = 256 * 1024;
 // chunks (see mlp_blocks and mlp_backward).
 constexpr int64_t kWholeHiddenWeightBytes = 2 * 1024 * 1024;
 
+// Whether an MLP of C channels and H hidden units goes through them whole:
+// its two weights take at most kWholeHiddenWeightBytes.
+constexpr bool whole_hidden(int64_t C, int64_t H) {
+  return 2 * C * H * int64_t(sizeof(float)) <= kWholeHiddenWeightBytes;
+}
+
 // Hidden gradients per row block of mlp_backward: longer blocks than the
 // forward's, over which the weight-gradient sums add up before they are
 // stored (docs/speed.md has the measurements).

@@ -26,7 +26,7 @@ namespace {
 // reads every weight once from the last-level cache while its inputs,
 // outputs and hidden chunk stay in L2.
 int64_t auto_hidden_chunk(int64_t C, int64_t H) {
-  if (8 * C * H <= kWholeHiddenWeightBytes) return H;
+  if (whole_hidden(C, H)) return H;
   for (const int64_t step : {64, 16})
     for (int64_t hc = 384 / step * step; hc >= step; hc -= step)
       if (H % hc == 0) return hc;

@@ -82,7 +82,7 @@ void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
 }
 
 template <class T>
-inline T* residual(T* r, int64_t offset) {
+inline T* offset_or_null(T* r, int64_t offset) {
   return r == nullptr ? nullptr : r + offset;
 }
 
@@ -108,13 +108,13 @@ void gemm_rows(int64_t m, const float* a, int64_t lda, const float* packed,
     int64_t i = 0;
     for (; i + MR <= m; i += MR) {
       const int64_t l0 = std::min(lines, i / MR * per_tile);
-      micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n, residual(r, i * ldr + n), ldr, c + i * ldc + n,
-                                ldc, pf + 16 * l0, std::min(per_tile, lines - l0), residual(g, i * ldg + n), ldg);
+      micro_kernel<MR, NV, EPI>(a + i * lda, lda, b, K, bias + n, offset_or_null(r, i * ldr + n), ldr, c + i * ldc + n,
+                                ldc, pf + 16 * l0, std::min(per_tile, lines - l0), offset_or_null(g, i * ldg + n), ldg);
     }
     if (i < m)
       micro_kernel_tail<MR, NV, EPI>(m - i, a + i * lda, lda, b, K, bias + n,
-                                     residual(r, i * ldr + n), ldr,
-                                     c + i * ldc + n, ldc, residual(g, i * ldg + n), ldg);
+                                     offset_or_null(r, i * ldr + n), ldr,
+                                     c + i * ldc + n, ldc, offset_or_null(g, i * ldg + n), ldg);
   }
 }
 

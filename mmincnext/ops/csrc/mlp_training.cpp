@@ -73,7 +73,7 @@ constexpr int64_t kBackwardMaxRows = 512;
 // lane's two sums for it, 4 C Hc floats, then stay in L2 while the rows of
 // a long row block go through them.
 int64_t backward_hidden_chunk(int64_t C, int64_t H) {
-  if (8 * C * H <= kWholeHiddenWeightBytes) return H;
+  if (whole_hidden(C, H)) return H;
   for (int64_t hc = 64; hc > 16; hc -= 16)
     if (H % hc == 0) return hc;
   return 16;
@@ -285,8 +285,7 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   // weights: where those are too large for L2 (what chunks the hidden
   // units), every row block takes them through memory, and the hidden lanes,
   // each with its chunks' share, move less; so also where M < H.
-  const bool by_hidden =
-      hidden_lanes == -1 ? M < H || 2 * C * H * int64_t(sizeof(float)) > kWholeHiddenWeightBytes : hidden_lanes == 1;
+  const bool by_hidden = hidden_lanes == -1 ? M < H || !whole_hidden(C, H) : hidden_lanes == 1;
   return by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, grad_x)
                    : backward_row_lanes(b, hidden_block_bytes, grad_x);
 }
