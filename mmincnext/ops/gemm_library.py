@@ -226,6 +226,7 @@ def _measured_mlp(channels: int,
         torch.addmm(b2, act, w2.t())
         grad_pre = torch.ops.aten.gelu_backward(grad.mm(w2), pre)
         grad.t().mm(act), grad_pre.t().mm(x), grad_pre.mm(w1)
+        grad.sum(0), grad_pre.sum(0)  # the bias gradients, as the kernels'
 
     def as_map(rows_tensor):  # [rows, C] as a channels-last [1, C, rows, 1]
         return rows_tensor.view(1, rows, 1, -1).permute(0, 3, 1, 2)

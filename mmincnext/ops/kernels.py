@@ -205,7 +205,10 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
         fc1_weight (Tensor): ``[H, C]``.
         fc2_weight (Tensor): ``[C, H]``.
         hidden_block_bytes (int, optional): Hidden gradients per row block
-            (default: the kernels' ``kBackwardBlockBytes``, 512 KiB).
+            (default: the kernels' ``kBackwardBlockBytes``, 512 KiB); blocks
+            have at most 512 rows, and in hidden lanes at most as many as
+            keep their rows of ``x``, ``grad_out`` and ``grad_x`` within
+            768 KiB (168 at ``C = 384``).
         hidden_chunk (int): Hidden units per chunk, a multiple of 16 that
             divides ``H``; 0 (default): all of them where both weights take
             at most 2 MiB, else 64 (or the widest multiple of 16 below it

@@ -164,7 +164,7 @@ def test_mlp_kernels_equal_float64_autograd(rows, channels, hidden, chunk,
     'rows,channels,hidden,chunk',
     [
         (392, 768, 2304, 0),   # stage 3 at batch 8, 224 px: 36 chunks of 64
-        (1300, 384, 1536, 0),  # more rows than one block (3 blocks of 512)
+        (1300, 384, 1536, 0),  # more rows than one block (8 blocks of 168)
         (61, 192, 768, 0),     # whole-hidden chunks: one lane has them all
         (40, 64, 256, 16),     # 16 chunks of 16
     ])
@@ -216,6 +216,29 @@ def test_lanes_are_chosen_by_rows_and_weight_size():
     other = on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2,
                        hidden_lanes=False)
     assert not all(torch.equal(a, b) for a, b in zip(chosen, other))
+
+
+@needs_kernel
+def test_hidden_lane_blocks_keep_their_channel_rows_in_l2():
+    """In hidden lanes a row block's rows of x, grad_out and grad_x (3 x C
+    floats each) take at most 768 KiB: at C = 384, blocks of 168 rows,
+    fewer than the hidden-gradient size alone gives (512 KiB of chunks of
+    64: 2048 rows, capped at 512). The weight gradients sum over the blocks
+    in order, so their bits tell the block size: the default's are those of
+    168-row blocks asked for, and differ from those of 84-row blocks."""
+    x, _, w1, b1, w2, b2 = random_mlp(1600, 384, 1536)
+    grad_out = torch.randn_like(x)
+    _, pre = ops.mlp_forward(x, None, w1, b1, w2, b2)
+
+    def backward(**sizes):
+        return on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2,
+                          hidden_lanes=True, **sizes)
+
+    chosen = backward()
+    for a, b in zip(chosen, backward(hidden_block_bytes=168 * 64 * 4)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    halves = backward(hidden_block_bytes=84 * 64 * 4)
+    assert not torch.equal(chosen[1], halves[1])
 
 
 @needs_kernel

@@ -152,11 +152,19 @@ void backward_chunk(const Backward& b, int64_t r0, int64_t m, int64_t j, float* 
   if (sb2 != nullptr) column_sums(m, C, b.G + r0 * C, C, sb2, add);
 }
 
+// A block of the hidden lanes keeps its rows of x and grad_out and the
+// lane's rows of grad_x in L2 while it goes through the lane's chunks: the
+// three take at most this (at C = 384, 168 rows; docs/speed.md has the
+// measurements).
+constexpr int64_t kHiddenLaneRowBytes = 768 * 1024;
+
 // Row blocks for lanes of hidden chunks: {rows per block, blocks}, rows a
-// multiple of `tile` and at most kBackwardMaxRows, whose Hc-wide hidden
+// multiple of `tile`, at most kBackwardMaxRows and at most what
+// kHiddenLaneRowBytes holds of the three C-wide rows, whose Hc-wide hidden
 // activations take about block_bytes.
-std::pair<int64_t, int64_t> hidden_lane_rows(int64_t M, int64_t tile, int64_t Hc, int64_t block_bytes) {
-  const int64_t target = std::max(tile, std::min(block_bytes / (Hc * 4), kBackwardMaxRows) / tile * tile);
+std::pair<int64_t, int64_t> hidden_lane_rows(int64_t M, int64_t tile, int64_t C, int64_t Hc, int64_t block_bytes) {
+  const int64_t cap = std::min(kBackwardMaxRows, kHiddenLaneRowBytes / (3 * C * int64_t(sizeof(float))));
+  const int64_t target = std::max(tile, std::min(block_bytes / (Hc * 4), cap) / tile * tile);
   const int64_t rows = std::min((M + tile - 1) / tile * tile, target);
   return {rows, (M + rows - 1) / rows};
 }
@@ -216,7 +224,7 @@ std::vector<torch::Tensor> backward_row_lanes(const Backward& b, int64_t hidden_
 std::vector<torch::Tensor> backward_hidden_lanes(const Backward& b, int64_t hidden_block_bytes, torch::Tensor grad_x) {
   const int64_t M = b.M, C = b.C, H = b.H, Hc = b.Hc, chunks = H / Hc;
   const auto options = grad_x.options();
-  const auto [rows, blocks] = hidden_lane_rows(M, std::lcm(tile_rows(Hc), tile_rows(C)), Hc, hidden_block_bytes);
+  const auto [rows, blocks] = hidden_lane_rows(M, std::lcm(tile_rows(Hc), tile_rows(C)), C, Hc, hidden_block_bytes);
   const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
   torch::Tensor grad_w1 = torch::empty({H, C}, options), grad_w2 = torch::empty({C, H}, options),
                 grad_b1 = torch::empty({H}, options), grad_b2 = torch::empty({C}, options),
