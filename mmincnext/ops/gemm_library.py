@@ -20,9 +20,14 @@ training MLP (:mod:`mmincnext.ops.training`) or the library's GEMMs run a
 block's MLP in training (:func:`training_mlp_path`): which is faster
 depends on the CPU, the width and the allocator setting (docs/speed.md has
 the measurements). ``MMINCNEXT_TRAINING_MLP=kernels|library`` forces it.
+A third choice per downsampling width and size: whether a stage's 2x2
+stride-2 conv with autograd runs as itself (oneDNN) or as a GEMM over its
+patches on the library (:func:`training_downsample_path`);
+``MMINCNEXT_TRAINING_DOWNSAMPLE=patches|conv`` forces it.
 """
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -34,19 +39,26 @@ import torch.nn.functional as F
 
 __all__ = [
     'gemm_library', 'onednn_mlp_applies', 'training_mlp_path',
-    'GEMM_LIBRARIES', 'ENV_VAR', 'TRAINING_MLP_PATHS', 'TRAINING_MLP_ENV_VAR'
+    'training_downsample_path', 'GEMM_LIBRARIES', 'ENV_VAR',
+    'TRAINING_MLP_PATHS', 'TRAINING_MLP_ENV_VAR', 'TRAINING_DOWNSAMPLE_PATHS',
+    'TRAINING_DOWNSAMPLE_ENV_VAR'
 ]
 
 GEMM_LIBRARIES = ('mkl', 'onednn')
 ENV_VAR = 'MMINCNEXT_GEMM'
 TRAINING_MLP_PATHS = ('kernels', 'library')
 TRAINING_MLP_ENV_VAR = 'MMINCNEXT_TRAINING_MLP'
+TRAINING_DOWNSAMPLE_PATHS = ('patches', 'conv')
+TRAINING_DOWNSAMPLE_ENV_VAR = 'MMINCNEXT_TRAINING_DOWNSAMPLE'
 CACHE_ENV_VAR = 'MMINCNEXT_CACHE'
 # The training MLP goes to the library only where it is this much faster
 # (its median time at most this fraction of the kernels'): the kernels keep
 # fewer activations (``pre`` alone, against ``pre`` and GELU's output), and
 # where the two are level single measurements come out either way.
 LIBRARY_MLP_MARGIN = 0.97
+# The downsampling conv goes to the patch GEMM only where it is this much
+# faster: the strided conv needs no copy of its input.
+PATCH_DOWNSAMPLE_MARGIN = 0.97
 
 
 def _time(fn, rounds: int) -> float:
@@ -299,3 +311,111 @@ def training_mlp_path(channels: int, hidden: int) -> str:
     from ..engine.memory import freed_memory_kept
     return _mlp_chosen(torch.get_num_threads(), channels, hidden,
                        freed_memory_kept())
+
+
+def downsample_size_class(rows: int) -> int:
+    """The size class of a downsampling conv with ``rows`` output pixels
+    (all images): ``rows`` rounded to the nearest power of two on a log
+    scale (a class spans a factor of two around it). Which path
+    is faster depends on it (the patch copies stay in cache at small maps)
+    more than on the exact size."""
+    return 1 << max(0, round(math.log2(max(rows, 1))))
+
+
+def _measured_downsample(in_channels: int,
+                         out_channels: int,
+                         library: str,
+                         rows: int = 2048,
+                         rounds: int = 7) -> str:
+    """Times a 2x2 stride-2 conv of this width (forward and backward, bias
+    included) on ``rows`` output pixels (a power of two: maps of at most
+    32x32 outputs) as the strided conv (oneDNN) and as the GEMM over its
+    patches on ``library`` (the copies to and from the patches included),
+    ``rounds`` interleaved rounds, called directly without autograd (as
+    :func:`_measured`): ``'patches'`` where that is faster by more than
+    :data:`PATCH_DOWNSAMPLE_MARGIN`."""
+    from .training import patch_weight, patches_2x2, patches_to_map
+    bits = max(0, round(math.log2(rows)))
+    n, map_bits = 1 << max(0, bits - 10), min(bits, 10)
+    h, w = 1 << map_bits // 2, 1 << (map_bits - map_bits // 2)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, in_channels, 2 * h, 2 * w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, in_channels, 2, 2,
+                         generator=gen) * (4 * in_channels)**-0.5
+    bias = torch.zeros(out_channels)
+    grad = torch.randn(n, h, w, out_channels, generator=gen)
+    grad4 = grad.permute(0, 3, 1, 2)  # channels-last, as autograd's
+    conv_backward = functools.partial(torch.ops.aten.convolution_backward,
+                                      bias_sizes=[0], padding=[0, 0],
+                                      dilation=[1, 1], transposed=False,
+                                      output_padding=[0, 0], groups=1,
+                                      output_mask=[True, True, True])
+    w2d = patch_weight(weight)
+
+    def strided():
+        F.conv2d(x, weight, bias, stride=2)
+        conv_backward(grad4, x, weight, stride=[2, 2])
+
+    def patches():
+        p = patches_2x2(x)
+        if library == 'onednn':  # a 1x1 conv on the patches
+            p4, w4 = p.permute(0, 3, 1, 2), w2d[:, :, None, None]
+            F.conv2d(p4, w4, bias)
+            grad_p = conv_backward(grad4, p4, w4, stride=[1, 1])[0]
+            grad_p = grad_p.permute(0, 2, 3, 1)
+        else:  # F.linear on the patch rows
+            p2 = p.view(-1, 4 * in_channels)
+            grad2 = grad.view(-1, out_channels)
+            torch.addmm(bias, p2, w2d.t())
+            grad_p = grad2.mm(w2d).view(p.shape)
+            grad2.t().mm(p2), grad2.sum(0)
+        patches_to_map(grad_p)
+
+    with torch.no_grad():
+        strided(), patches()  # warm-up
+        t_strided, t_patches = [], []
+        for _ in range(rounds):  # interleaved
+            t_strided.append(_time(strided, 1))
+            t_patches.append(_time(patches, 1))
+    return ('patches' if statistics.median(t_patches) <
+            PATCH_DOWNSAMPLE_MARGIN * statistics.median(t_strided) else 'conv')
+
+
+@functools.lru_cache(maxsize=None)
+def _downsample_chosen(threads: int, in_channels: int, out_channels: int,
+                       size_class: int, freed_memory_kept: bool) -> str:
+    """The machine's training downsample path at this width and size class,
+    kept or measured; the key names the allocator setting (the patch copies
+    are temporaries, faulted in afresh with glibc's defaults)."""
+    memory = 'freed memory kept' if freed_memory_kept else 'glibc defaults'
+    library = gemm_library()  # before _kept takes the file's lock
+    return _kept(
+        f'{_machine_key(threads)} | training downsample '
+        f'{in_channels}x{out_channels} | {size_class} output pixels | '
+        f'{library} | {memory}', TRAINING_DOWNSAMPLE_PATHS,
+        lambda: _measured_downsample(in_channels, out_channels, library,
+                                     size_class))
+
+
+def training_downsample_path(in_channels: int, out_channels: int,
+                             rows: int) -> str:
+    """``'patches'`` (the GEMM over the conv's 2x2 patches on
+    :func:`gemm_library`) or ``'conv'`` (the strided conv, oneDNN): the
+    faster for a 2x2 stride-2 conv with autograd from ``in_channels`` to
+    ``out_channels`` channels on ``rows`` output pixels (all images) on this
+    CPU at the current thread count and allocator setting, measured once per
+    machine, width and size class (:func:`downsample_size_class`; kept in
+    :func:`choices_file`), or ``$MMINCNEXT_TRAINING_DOWNSAMPLE``.
+
+    Raises:
+        ValueError: ``$MMINCNEXT_TRAINING_DOWNSAMPLE`` is set to something
+            else.
+    """
+    forced = _forced(TRAINING_DOWNSAMPLE_ENV_VAR, TRAINING_DOWNSAMPLE_PATHS)
+    if forced:
+        return forced
+    from ..engine.memory import freed_memory_kept
+    return _downsample_chosen(torch.get_num_threads(), in_channels,
+                              out_channels, downsample_size_class(rows),
+                              freed_memory_kept())

@@ -31,19 +31,34 @@ CPU); ``MetaNeXtBlock.forward`` then calls
 within float32 rounding. The backward passes are not differentiable again
 (``once_differentiable``): for second derivatives (``create_graph=True``)
 build the backbone with ``cpu_kernels=False``.
+
+The downsampling convs (2x2, stride 2) with autograd: oneDNN's strided
+convolution is slow in backward at small maps and wide channels. Each 2x2
+patch of the input is a row of ``4C`` values, so the conv equals a GEMM of
+those rows with the weight in the same ``(kh, kw, c)`` order: one copy of
+the input into patches (PyTorch's reshape), the GEMM on the machine's
+library (:func:`mmincnext.ops.gemm_library`), and in backward the copy of
+the patches' gradient back. :func:`downsample_training` runs it where it is
+the faster of the two at that width and size on the machine
+(:func:`mmincnext.ops.gemm_library.training_downsample_path`): at small
+maps the patches stay in cache; at large ones with few channels their
+copies cost more than the strided conv loses. It is plain PyTorch, so it
+needs no kernels and stays differentiable.
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import kernels
-from .gemm_library import training_mlp_path
-from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _fused_mlp_fits,
+from .gemm_library import (gemm_library, training_downsample_path,
+                           training_mlp_path)
+from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _eager, _fused_mlp_fits,
                         _kernels_take)
 
 __all__ = [
-    'mixer_training', 'mixer_training_applies', 'mlp_training',
-    'mlp_training_applies'
+    'downsample_training', 'downsample_training_applies', 'mixer_training',
+    'mixer_training_applies', 'mlp_training', 'mlp_training_applies'
 ]
 
 
@@ -169,3 +184,66 @@ def mlp_training(block: nn.Module, x: torch.Tensor,
         fc1.weight.flatten(1), fc1.bias, w2.flatten(1), b2)
     out = out.view(n, h, w, c).permute(0, 3, 1, 2)
     return out if fused else shortcut + block.drop_path(out)
+
+
+def patches_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``[N, C, H, W]`` (H and W even) -> ``[N, H/2, W/2, 4C]``: each
+    output pixel's 2x2 patch, in ``(kh, kw, c)`` order, as a copy."""
+    n, c, h, w = x.shape
+    split = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
+    return split.permute(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+
+
+def patches_to_map(patches: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`patches_2x2`: ``[N, H/2, W/2, 4C]`` ->
+    ``[N, H, W, C]`` (an NHWC buffer), as a copy."""
+    n, h, w, c4 = patches.shape
+    c = c4 // 4
+    split = patches.reshape(n, h, w, 2, 2, c)
+    return split.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c)
+
+
+def patch_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A 2x2 conv weight ``[C_out, C, 2, 2]`` as ``[C_out, 4C]`` in the
+    ``(kh, kw, c)`` order of :func:`patches_2x2`."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def downsample_training_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether :func:`downsample_training` runs ``conv`` (2x2, stride 2, no
+    padding, dilation or groups) on ``x`` (``[N, C, H, W]``): a float32 CPU
+    tensor in dense channels-last memory with autograd on, not under
+    ``torch.compile``, tracing or CPU autocast, and the patch GEMM the
+    faster path at this width and size on this CPU."""
+    return (_eager() and torch.is_grad_enabled() and x.dim() == 4
+            and x.device.type == 'cpu' and x.dtype == torch.float32
+            and not torch.is_autocast_enabled('cpu')
+            and x.permute(0, 2, 3, 1).is_contiguous()
+            and conv.kernel_size == (2, 2) and conv.stride == (2, 2)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1)
+            and conv.groups == 1 and conv.padding_mode == 'zeros'
+            and training_downsample_path(
+                conv.in_channels, conv.out_channels,
+                x.shape[0] * (x.shape[2] // 2) * (x.shape[3] // 2))
+            == 'patches')
+
+
+def downsample_training(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` as the GEMM over the conv's 2x2 patches with autograd,
+    where :func:`downsample_training_applies`. An odd last row or column,
+    which the strided conv does not reach, is left out alike.
+
+    Args:
+        conv (nn.Conv2d): A 2x2 stride-2 conv.
+        x (Tensor): ``[N, C, H, W]``, dense channels-last.
+
+    Returns:
+        Tensor: ``[N, C_out, H // 2, W // 2]`` in channels-last memory.
+    """
+    h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+    patches = patches_2x2(x[:, :, :h, :w])
+    weight = patch_weight(conv.weight)
+    if gemm_library() == 'onednn':  # a 1x1 conv on the patches
+        return F.conv2d(patches.permute(0, 3, 1, 2), weight[:, :, None, None],
+                        conv.bias)
+    return F.linear(patches, weight, conv.bias).permute(0, 3, 1, 2)

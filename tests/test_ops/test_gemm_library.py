@@ -14,8 +14,13 @@ from ops_helpers import needs_kernel
 from mmincnext.models import InceptionNeXt
 from mmincnext.ops import gemm_library
 from mmincnext.ops.gemm_library import (ENV_VAR, GEMM_LIBRARIES,
+                                        TRAINING_DOWNSAMPLE_ENV_VAR,
+                                        TRAINING_DOWNSAMPLE_PATHS,
                                         TRAINING_MLP_ENV_VAR,
-                                        TRAINING_MLP_PATHS, training_mlp_path)
+                                        TRAINING_MLP_PATHS,
+                                        downsample_size_class,
+                                        training_downsample_path,
+                                        training_mlp_path)
 from mmincnext.ops.kernels import kernels_build
 
 
@@ -41,11 +46,13 @@ def own_choices(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.setenv(module.CACHE_ENV_VAR, str(tmp_path))
     monkeypatch.delenv(TRAINING_MLP_ENV_VAR, raising=False)
-    module._chosen.cache_clear()
-    module._mlp_chosen.cache_clear()
+    monkeypatch.delenv(TRAINING_DOWNSAMPLE_ENV_VAR, raising=False)
+    caches = (module._chosen, module._mlp_chosen, module._downsample_chosen)
+    for cache in caches:
+        cache.cache_clear()
     yield module, tmp_path / 'gemm_library.json'
-    module._chosen.cache_clear()
-    module._mlp_chosen.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 def test_choice_is_kept_for_every_process_on_the_machine(own_choices):
@@ -238,3 +245,129 @@ def test_training_mlp_level_times_go_to_the_kernels(monkeypatch):
         for library in GEMM_LIBRARIES:
             assert module._measured_mlp(32, 128, library, rows=64,
                                         rounds=3) == path
+
+
+def test_downsample_size_classes_are_the_nearest_powers_of_two():
+    """InceptionNeXt-T at batch 8, 224 px: 6272, 1568 and 392 output pixels
+    at stages 1, 2 and 3."""
+    assert [downsample_size_class(r) for r in (6272, 1568, 392)] == [
+        8192, 2048, 512]
+    # on a log scale: 512 and 1024 meet at 512 * sqrt(2) = 724
+    assert [downsample_size_class(r) for r in (0, 1, 3, 5, 720, 730)] == [
+        1, 1, 4, 4, 512, 1024]
+
+
+def test_downsample_path_is_kept_per_width_and_size_class(
+        own_choices, monkeypatch):
+    """The downsample's path is measured once per width and size class
+    (not per exact size), kept under keys naming them, read back instead of
+    timed again, and can be forced; a bad forced value is named."""
+    module, path = own_choices
+    measured = []
+    real = module._measured_downsample
+
+    def measure(*args):
+        measured.append(args)
+        return real(*args, rounds=1)
+
+    monkeypatch.setattr(module, '_measured_downsample', measure)
+    first = training_downsample_path(16, 32, 300)
+    assert first in TRAINING_DOWNSAMPLE_PATHS
+    assert training_downsample_path(16, 32, 260) == first  # class 256
+    training_downsample_path(16, 32, 400)  # class 512
+    training_downsample_path(32, 64, 300)
+    library = gemm_library()
+    assert measured == [(16, 32, library, 256), (16, 32, library, 512),
+                        (32, 64, library, 256)]
+    kept = json.loads(path.read_text())
+    keys = sorted(k.split(' | training downsample ')[1] for k in kept
+                  if 'training downsample' in k)
+    memory = ('freed memory kept' if importlib.import_module(
+        'mmincnext.engine.memory').freed_memory_kept() else 'glibc defaults')
+    assert keys == [f'16x32 | {c} output pixels | {library} | {memory}'
+                    for c in (256, 512)] + [
+                        f'32x64 | 256 output pixels | {library} | {memory}']
+    key = next(k for k in kept if '16x32 | 256 output' in k)
+    other = next(p for p in TRAINING_DOWNSAMPLE_PATHS if p != first)
+    kept[key] = other
+    path.write_text(json.dumps(kept))
+    module._downsample_chosen.cache_clear()
+    assert training_downsample_path(16, 32, 300) == other  # read back
+    assert len(measured) == 3
+    for forced in TRAINING_DOWNSAMPLE_PATHS:
+        monkeypatch.setenv(TRAINING_DOWNSAMPLE_ENV_VAR, forced)
+        assert training_downsample_path(384, 768, 392) == forced
+    monkeypatch.setenv(TRAINING_DOWNSAMPLE_ENV_VAR, 'im2col')
+    with pytest.raises(ValueError,
+                       match="MMINCNEXT_TRAINING_DOWNSAMPLE='im2col': "
+                       'must be one of'):
+        training_downsample_path(96, 192, 6272)
+
+
+def test_downsample_measurement_times_both_paths(monkeypatch):
+    """The measurement runs the strided conv and the patch GEMM on the
+    given library at the size asked and picks the faster: with the strided
+    conv made slow the patches, with the patch GEMM made slow the conv."""
+    module = importlib.import_module('mmincnext.ops.gemm_library')
+    real_conv = torch.nn.functional.conv2d
+    seen = []
+
+    def conv(x, weight, *args, stride=1, **kwargs):
+        seen.append((tuple(x.shape), stride))
+        if stride == 2:
+            time.sleep(0.02)
+        return real_conv(x, weight, *args, stride=stride, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, 'conv2d', conv)
+    for library in GEMM_LIBRARIES:
+        assert module._measured_downsample(8, 16, library, 128,
+                                           rounds=3) == 'patches'
+    # 128 output pixels: one 8x16 map of outputs from a 16x32 input
+    assert (1, 8, 16, 32) in {shape for shape, stride in seen if stride == 2}
+    real_training = importlib.import_module('mmincnext.ops.training')
+    real_patches = real_training.patches_2x2
+
+    def slow_patches(x):
+        time.sleep(0.02)
+        return real_patches(x)
+
+    monkeypatch.setattr(torch.nn.functional, 'conv2d', real_conv)
+    monkeypatch.setattr(real_training, 'patches_2x2', slow_patches)
+    for library in GEMM_LIBRARIES:
+        assert module._measured_downsample(8, 16, library, 128,
+                                           rounds=3) == 'conv'
+
+
+def test_both_downsample_paths_give_the_same_outputs_and_gradients(
+        monkeypatch):
+    """A training step with every downsample (stages 1-3) as the patch GEMM
+    equals the strided convs, on either library."""
+    training = importlib.import_module('mmincnext.ops.training')
+    calls = []
+    real = training.downsample_training
+
+    def counted(conv, x):
+        calls.append(conv.in_channels)
+        return real(conv, x)
+
+    monkeypatch.setattr(importlib.import_module('mmincnext.ops'),
+                        'downsample_training', counted)
+    torch.manual_seed(0)
+    model = InceptionNeXt('atto', out_indices=(0, 1, 2, 3),
+                          drop_path_rate=0., norm_eval=True).train()
+    x = torch.randn(2, 3, 64, 96)
+    for lib in GEMM_LIBRARIES:
+        monkeypatch.setenv(ENV_VAR, lib)
+        results = []
+        for path in ('conv', 'patches'):
+            monkeypatch.setenv(TRAINING_DOWNSAMPLE_ENV_VAR, path)
+            calls.clear()
+            results.append(train_step(model, x))
+            assert calls == ([40, 80, 160] if path == 'patches' else [])
+        (out_a, grad_a), (out_b, grad_b) = results
+        for a, b in zip(out_a, out_b):
+            assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        assert grad_a.keys() == grad_b.keys()
+        for name in grad_a:
+            a, b = grad_a[name], grad_b[name]
+            assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name

@@ -5,14 +5,17 @@ group and channel remainder; the MLP on every register blocking, row-block
 and tile remainders, hidden chunks, with and without the residual); GELU's
 derivative across its range; the same bits on every run; where the backbone
 uses them in training, and that its outputs and gradients equal PyTorch's
-path; clear errors on bad input."""
+path; clear errors on bad input. The downsampling conv as a GEMM over its
+patches equals the strided conv, and applies only where it can."""
 import pytest
 import torch
 import torch.nn.functional as F
 from ops_helpers import needs_kernel, on_threads, random_mlp, rel_err
 
 from mmincnext import ops
-from mmincnext.ops.gemm_library import TRAINING_MLP_ENV_VAR
+from mmincnext.ops.gemm_library import (ENV_VAR, GEMM_LIBRARIES,
+                                        TRAINING_DOWNSAMPLE_ENV_VAR,
+                                        TRAINING_MLP_ENV_VAR)
 from mmincnext.models.backbones.inception_next import (InceptionDWConv2d,
                                                        InceptionNeXt)
 
@@ -387,3 +390,52 @@ def test_kernels_apply_only_where_they_can(monkeypatch):
     block.cpu_kernels = False
     assert not ops.mixer_training_applies(block, x)
     assert not ops.mlp_training_applies(block, x)
+
+
+@pytest.mark.parametrize('library', GEMM_LIBRARIES)
+@pytest.mark.parametrize('shape', [(2, 16, 8, 12), (1, 8, 7, 9),
+                                   (3, 24, 2, 2)])
+def test_downsample_as_patch_gemm_equals_the_strided_conv(
+        monkeypatch, library, shape):
+    """Output and the gradients of input, weight and bias equal the 2x2
+    stride-2 conv's in float64, on either library; an odd last row or
+    column is left out and gets no gradient, as in the conv."""
+    monkeypatch.setenv(ENV_VAR, library)
+    gen = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(shape[1], 2 * shape[1], 2, stride=2).double()
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    out = ops.downsample_training(conv, x)
+    ref = conv(x)
+    assert out.shape == ref.shape
+    assert out.permute(0, 2, 3, 1).is_contiguous()  # channels-last
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    params = (x, conv.weight, conv.bias)
+    got = torch.autograd.grad(out, params, grad)
+    want = torch.autograd.grad(ref, params, grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    if shape[2] % 2:
+        assert got[0][:, :, -1].abs().max() == 0
+
+
+def test_downsample_patch_gemm_applies_only_where_it_can(monkeypatch):
+    monkeypatch.setenv(TRAINING_DOWNSAMPLE_ENV_VAR, 'patches')
+    conv = torch.nn.Conv2d(16, 32, 2, stride=2)
+    x = torch.rand(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    applies = ops.downsample_training_applies
+    assert applies(conv, x)
+    assert not applies(conv, x.contiguous())  # NCHW memory
+    assert not applies(conv, x.double())
+    with torch.no_grad():
+        assert not applies(conv, x)  # inference: the strided conv
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not applies(conv, x)
+    for other in (dict(kernel_size=3, stride=2), dict(kernel_size=2),
+                  dict(kernel_size=2, stride=2, padding=1),
+                  dict(kernel_size=2, stride=2, groups=2),
+                  dict(kernel_size=2, stride=2, dilation=2)):
+        assert not applies(torch.nn.Conv2d(16, 32, **other), x), other
+    monkeypatch.setenv(TRAINING_DOWNSAMPLE_ENV_VAR, 'conv')
+    assert not applies(conv, x)

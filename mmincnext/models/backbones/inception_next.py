@@ -99,6 +99,10 @@ class ConvMlp(nn.Module):
         """(N, H, W, C) -> (N, H, W, C), times the per-channel ``scale``
         (the layer scale) if given."""
         x = self.act(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias))
+        rows = x.numel() // x.shape[-1]
+        if scale is not None and self.scales_outputs(rows):
+            return F.linear(x, self.fc2.weight.flatten(1),
+                            self.fc2.bias) * scale
         weight, bias = self.fc2_params(scale)
         return F.linear(x, weight.flatten(1), bias)
 
@@ -106,7 +110,19 @@ class ConvMlp(nn.Module):
                      scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, H, W) as 1x1 convs (oneDNN on the CPU),
         times ``scale`` if given."""
-        return F.conv2d(self.act(self.fc1(x)), *self.fc2_params(scale))
+        x = self.act(self.fc1(x))
+        rows = x.numel() // x.shape[1]
+        if scale is not None and self.scales_outputs(rows):
+            return self.fc2(x) * scale.view(-1, 1, 1)
+        return F.conv2d(x, *self.fc2_params(scale))
+
+    def scales_outputs(self, rows: int) -> bool:
+        """Whether the layer scale costs less on ``fc2``'s outputs
+        (``rows x C`` products, and a reduction over the rows in backward)
+        than folded into its weight (``C x hidden``, :meth:`fc2_params`):
+        where there are fewer rows (pixels) than hidden channels, as at the
+        last stage of a small input."""
+        return rows < self.fc2.in_channels
 
     def fc2_params(self, scale: Optional[torch.Tensor] = None) -> tuple:
         """``fc2``'s weight ``[C, H, 1, 1]`` and bias, times ``scale`` per
@@ -238,12 +254,24 @@ class MetaNeXtStage(nn.Module):
         self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
+        x = self.forward_downsample(x)
         if self.with_cp and x.requires_grad:
             for block in self.blocks:
                 x = cp.checkpoint(block, x, use_reentrant=False)
             return x
         return self.blocks(x)
+
+    def forward_downsample(self, x: torch.Tensor) -> torch.Tensor:
+        """``downsample(x)``; with autograd on the CPU, the conv as a GEMM
+        over its 2x2 patches where that is the faster path on the machine
+        (:func:`mmincnext.ops.downsample_training_applies`)."""
+        if isinstance(self.downsample, nn.Identity):
+            return x
+        norm, conv = self.downsample
+        x = norm(x)
+        if ops.downsample_training_applies(conv, x):
+            return ops.downsample_training(conv, x)
+        return conv(x)
 
 
 @register_everywhere(MODELS)

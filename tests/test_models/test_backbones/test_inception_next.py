@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 
 from mmincnext.models import InceptionNeXt
-from mmincnext.models.backbones.inception_next import InceptionDWConv2d
+from mmincnext.models.backbones.inception_next import (ConvMlp,
+                                                       InceptionDWConv2d)
 
 OFFICIAL_PARAMS = {
     'atto': 2_885_440,
@@ -227,6 +228,40 @@ def test_with_cp_gives_same_outputs_and_gradients(timm_reference):
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name],
                                    rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize('nchw', [False, True])
+@pytest.mark.parametrize('size', [(1, 2, 3), (2, 8, 10)])
+def test_layer_scale_on_outputs_or_in_fc2_gives_the_same_gradients(
+        monkeypatch, size, nchw):
+    """The MLP puts the layer scale on its outputs where there are fewer
+    pixels than hidden channels (6 < 64), and folds it into ``fc2`` where
+    there are more (160): either way the same values and gradients, in
+    float64, as the scale applied after an unscaled MLP."""
+    torch.manual_seed(0)
+    mlp = ConvMlp(16, 64).double()
+    scale = (0.5 + torch.rand(16, dtype=torch.float64)).requires_grad_()
+    n, h, w = size
+    x = torch.randn(n, 16, h, w, dtype=torch.float64, requires_grad=True)
+    assert mlp.scales_outputs(n * h * w) == (n * h * w < 64)
+
+    def grads(scales_outputs):
+        monkeypatch.setattr(ConvMlp, 'scales_outputs',
+                            lambda self, rows: scales_outputs)
+        if nchw:
+            out = mlp.forward_nchw(x, scale)
+        else:
+            out = mlp(x.permute(0, 2, 3, 1), scale).permute(0, 3, 1, 2)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype)
+        params = (x, scale, *mlp.parameters())
+        return (out, *torch.autograd.grad(
+            (out * weights.view_as(out)).sum(), params))
+
+    on_outputs, folded = grads(True), grads(False)
+    ref = mlp.forward_nchw(x) * scale.view(-1, 1, 1)
+    torch.testing.assert_close(on_outputs[0], ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(on_outputs, folded):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_drop_path_only_in_training():
