@@ -217,8 +217,22 @@ class MetaNeXtBlock(nn.Module):
         self.deploy = True
 
 
+class Downsample(nn.Sequential):
+    """Norm, then a 2x2 stride-2 conv (the official ``downsample.0`` and
+    ``downsample.1``). With autograd on the CPU the conv runs as a GEMM
+    over its 2x2 patches where that is the faster path on the machine
+    (:func:`mmincnext.ops.downsample_training_applies`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm, conv = self
+        x = norm(x)  # Identity after deploy
+        if ops.downsample_training_applies(conv, x):
+            return ops.downsample_training(conv, x)
+        return conv(x)
+
+
 class MetaNeXtStage(nn.Module):
-    """An optional downsample (norm, then 2x2 stride-2 conv) and the blocks.
+    """An optional :class:`Downsample` and the blocks.
 
     Args:
         in_channels (int): Channels entering the stage.
@@ -241,7 +255,7 @@ class MetaNeXtStage(nn.Module):
                  **block_kwargs):
         super().__init__()
         if downsample:
-            self.downsample = nn.Sequential(
+            self.downsample = Downsample(
                 build_norm_layer(norm_cfg, in_channels)[1],
                 nn.Conv2d(in_channels, out_channels, 2, stride=2))
         else:
@@ -254,24 +268,12 @@ class MetaNeXtStage(nn.Module):
         self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_downsample(x)
+        x = self.downsample(x)
         if self.with_cp and x.requires_grad:
             for block in self.blocks:
                 x = cp.checkpoint(block, x, use_reentrant=False)
             return x
         return self.blocks(x)
-
-    def forward_downsample(self, x: torch.Tensor) -> torch.Tensor:
-        """``downsample(x)``; with autograd on the CPU, the conv as a GEMM
-        over its 2x2 patches where that is the faster path on the machine
-        (:func:`mmincnext.ops.downsample_training_applies`)."""
-        if isinstance(self.downsample, nn.Identity):
-            return x
-        norm, conv = self.downsample
-        x = norm(x)
-        if ops.downsample_training_applies(conv, x):
-            return ops.downsample_training(conv, x)
-        return conv(x)
 
 
 @register_everywhere(MODELS)
