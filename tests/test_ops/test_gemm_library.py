@@ -101,6 +101,18 @@ def train_step(model, x):
         n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def assert_same_step(step_a, step_b):
+    """Two :func:`train_step` results agree: outputs to 1e-5 and every
+    gradient to 1e-4 of their largest values."""
+    (out_a, grad_a), (out_b, grad_b) = step_a, step_b
+    for a, b in zip(out_a, out_b):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    assert grad_a.keys() == grad_b.keys()
+    for name in grad_a:
+        a, b = grad_a[name], grad_b[name]
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name
+
+
 def test_both_libraries_give_the_same_outputs_and_gradients(monkeypatch):
     """BLAS (F.linear on the NHWC view) and oneDNN (1x1 convs) paths of a
     training step, on non-trivial weights (layer scales around 1). The
@@ -119,13 +131,7 @@ def test_both_libraries_give_the_same_outputs_and_gradients(monkeypatch):
         monkeypatch.setenv(ENV_VAR, lib)
         torch.manual_seed(1)
         results[lib] = train_step(model, x)
-    (out_a, grad_a), (out_b, grad_b) = results['mkl'], results['onednn']
-    for a, b in zip(out_a, out_b):
-        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
-    assert grad_a.keys() == grad_b.keys()
-    for name in grad_a:
-        a, b = grad_a[name], grad_b[name]
-        assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name
+    assert_same_step(results['mkl'], results['onednn'])
 
 
 def test_first_measurement_inside_a_checkpointed_block(own_choices):
@@ -364,10 +370,4 @@ def test_both_downsample_paths_give_the_same_outputs_and_gradients(
             calls.clear()
             results.append(train_step(model, x))
             assert calls == ([40, 80, 160] if path == 'patches' else [])
-        (out_a, grad_a), (out_b, grad_b) = results
-        for a, b in zip(out_a, out_b):
-            assert (a - b).abs().max() <= 1e-5 * a.abs().max()
-        assert grad_a.keys() == grad_b.keys()
-        for name in grad_a:
-            a, b = grad_a[name], grad_b[name]
-            assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-8, name
+        assert_same_step(*results)
