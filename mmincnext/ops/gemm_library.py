@@ -70,6 +70,33 @@ def _time(fn, rounds: int) -> float:
     return best
 
 
+def _second_faster(first, second, rounds: int, margin: float) -> bool:
+    """Whether ``second`` takes less than ``margin`` of ``first``'s time:
+    both called without autograd, once each to warm up, then ``rounds``
+    interleaved timings compared by their medians (where the two are close,
+    single timings on a loaded machine come out either way)."""
+    with torch.no_grad():
+        first(), second()
+        t_first, t_second = [], []
+        for _ in range(rounds):
+            t_first.append(_time(first, 1))
+            t_second.append(_time(second, 1))
+    return statistics.median(t_second) < margin * statistics.median(t_first)
+
+
+# aten's convolution backward for the measurements' convs without padding,
+# dilation or groups; stride and output mask given per call
+_conv_backward = functools.partial(torch.ops.aten.convolution_backward,
+                                   bias_sizes=[0], padding=[0, 0],
+                                   dilation=[1, 1], transposed=False,
+                                   output_padding=[0, 0], groups=1)
+
+
+def _memory_setting(freed_memory_kept: bool) -> str:
+    """The allocator setting as the keys of the kept choices name it."""
+    return 'freed memory kept' if freed_memory_kept else 'glibc defaults'
+
+
 def _measured() -> str:
     """Times the forward and backward GEMMs of both paths, called directly
     without autograd, so that the measurement records nothing in the
@@ -245,11 +272,7 @@ def _measured_mlp(channels: int,
 
     x4, grad4 = as_map(x), as_map(grad)
     w1_4, w2_4 = w1[:, :, None, None], w2[:, :, None, None]
-    conv_backward = functools.partial(torch.ops.aten.convolution_backward,
-                                      bias_sizes=[0], stride=[1, 1],
-                                      padding=[0, 0], dilation=[1, 1],
-                                      transposed=False, output_padding=[0, 0],
-                                      groups=1)
+    conv_backward = functools.partial(_conv_backward, stride=[1, 1])
 
     def onednn():  # the MLP as 1x1 convs, and its backward
         pre = F.conv2d(x4, w1_4, b1)
@@ -261,16 +284,8 @@ def _measured_mlp(channels: int,
         conv_backward(grad_pre, x4, w1_4, output_mask=[True, True, True])
 
     run_library = onednn if library == 'onednn' else blas
-    with torch.no_grad():
-        on_kernels(), run_library()  # warm-up
-        t_kernels, t_library = [], []
-        for _ in range(rounds):  # interleaved
-            t_kernels.append(_time(on_kernels, 1))
-            t_library.append(_time(run_library, 1))
-    # medians: at some widths the two paths are close, and single timings
-    # on a loaded machine come out either way
-    return ('library' if statistics.median(t_library) <
-            LIBRARY_MLP_MARGIN * statistics.median(t_kernels) else 'kernels')
+    return ('library' if _second_faster(on_kernels, run_library, rounds,
+                                        LIBRARY_MLP_MARGIN) else 'kernels')
 
 
 @functools.lru_cache(maxsize=None)
@@ -282,11 +297,11 @@ def _mlp_chosen(threads: int, channels: int, hidden: int,
     the faster path can differ between the two settings) and the build of
     the kernels (a rebuilt extension is measured again)."""
     from .kernels import kernels_build
-    memory = 'freed memory kept' if freed_memory_kept else 'glibc defaults'
     library = gemm_library()  # before _kept takes the file's lock
     return _kept(
         f'{_machine_key(threads)} | training MLP {channels}x{hidden} | '
-        f'{library} | {memory} | kernels {kernels_build()}',
+        f'{library} | {_memory_setting(freed_memory_kept)} | '
+        f'kernels {kernels_build()}',
         TRAINING_MLP_PATHS,
         lambda: _measured_mlp(channels, hidden, library))
 
@@ -335,7 +350,7 @@ def _measured_downsample(in_channels: int,
     :func:`_measured`): ``'patches'`` where that is faster by more than
     :data:`PATCH_DOWNSAMPLE_MARGIN`."""
     from .training import patch_weight, patches_2x2, patches_to_map
-    bits = max(0, round(math.log2(rows)))
+    bits = downsample_size_class(rows).bit_length() - 1
     n, map_bits = 1 << max(0, bits - 10), min(bits, 10)
     h, w = 1 << map_bits // 2, 1 << (map_bits - map_bits // 2)
     gen = torch.Generator().manual_seed(0)
@@ -346,10 +361,7 @@ def _measured_downsample(in_channels: int,
     bias = torch.zeros(out_channels)
     grad = torch.randn(n, h, w, out_channels, generator=gen)
     grad4 = grad.permute(0, 3, 1, 2)  # channels-last, as autograd's
-    conv_backward = functools.partial(torch.ops.aten.convolution_backward,
-                                      bias_sizes=[0], padding=[0, 0],
-                                      dilation=[1, 1], transposed=False,
-                                      output_padding=[0, 0], groups=1,
+    conv_backward = functools.partial(_conv_backward,
                                       output_mask=[True, True, True])
     w2d = patch_weight(weight)
 
@@ -372,14 +384,8 @@ def _measured_downsample(in_channels: int,
             grad2.t().mm(p2), grad2.sum(0)
         patches_to_map(grad_p)
 
-    with torch.no_grad():
-        strided(), patches()  # warm-up
-        t_strided, t_patches = [], []
-        for _ in range(rounds):  # interleaved
-            t_strided.append(_time(strided, 1))
-            t_patches.append(_time(patches, 1))
-    return ('patches' if statistics.median(t_patches) <
-            PATCH_DOWNSAMPLE_MARGIN * statistics.median(t_strided) else 'conv')
+    return ('patches' if _second_faster(strided, patches, rounds,
+                                        PATCH_DOWNSAMPLE_MARGIN) else 'conv')
 
 
 @functools.lru_cache(maxsize=None)
@@ -388,12 +394,12 @@ def _downsample_chosen(threads: int, in_channels: int, out_channels: int,
     """The machine's training downsample path at this width and size class,
     kept or measured; the key names the allocator setting (the patch copies
     are temporaries, faulted in afresh with glibc's defaults)."""
-    memory = 'freed memory kept' if freed_memory_kept else 'glibc defaults'
     library = gemm_library()  # before _kept takes the file's lock
     return _kept(
         f'{_machine_key(threads)} | training downsample '
         f'{in_channels}x{out_channels} | {size_class} output pixels | '
-        f'{library} | {memory}', TRAINING_DOWNSAMPLE_PATHS,
+        f'{library} | {_memory_setting(freed_memory_kept)}',
+        TRAINING_DOWNSAMPLE_PATHS,
         lambda: _measured_downsample(in_channels, out_channels, library,
                                      size_class))
 

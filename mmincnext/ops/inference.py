@@ -234,16 +234,19 @@ def _onednn_fusion_applies(*tensors: torch.Tensor) -> bool:
                  or torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 
-def _kernels_take(x: torch.Tensor) -> bool:
-    """Whether the compiled kernels can take ``x``: they are built and
-    supported by the CPU, not under ``torch.compile`` / tracing (checked
-    first), and ``x`` is an ``[N, C, H, W]`` float32 CPU tensor in dense
-    channels-last memory."""
+def _eager_nhwc_float32(x: torch.Tensor) -> bool:
+    """Not under ``torch.compile`` / tracing (checked first), and ``x`` is
+    an ``[N, C, H, W]`` float32 CPU tensor in dense channels-last memory."""
     if not _eager() or x.dim() != 4:
         return False
-    return (kernels.cpu_kernels_available()
-            and x.device.type == 'cpu' and x.dtype == torch.float32
+    return (x.device.type == 'cpu' and x.dtype == torch.float32
             and x.permute(0, 2, 3, 1).is_contiguous())  # an NHWC buffer
+
+
+def _kernels_take(x: torch.Tensor) -> bool:
+    """Whether the compiled kernels can take ``x``: they are built and
+    supported by the CPU, and :func:`_eager_nhwc_float32`."""
+    return _eager_nhwc_float32(x) and kernels.cpu_kernels_available()
 
 
 def _cpu_kernels_apply(x: torch.Tensor) -> bool:

@@ -53,8 +53,8 @@ from torch.autograd.function import once_differentiable
 from . import kernels
 from .gemm_library import (gemm_library, training_downsample_path,
                            training_mlp_path)
-from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _eager, _fused_mlp_fits,
-                        _kernels_take)
+from .inference import (FUSED_MLP_MAX_WEIGHT_BYTES, _eager_nhwc_float32,
+                        _fused_mlp_fits, _kernels_take)
 
 __all__ = [
     'downsample_training', 'downsample_training_applies', 'mixer_training',
@@ -215,10 +215,8 @@ def downsample_training_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     tensor in dense channels-last memory with autograd on, not under
     ``torch.compile``, tracing or CPU autocast, and the patch GEMM the
     faster path at this width and size on this CPU."""
-    return (_eager() and torch.is_grad_enabled() and x.dim() == 4
-            and x.device.type == 'cpu' and x.dtype == torch.float32
+    return (_eager_nhwc_float32(x) and torch.is_grad_enabled()
             and not torch.is_autocast_enabled('cpu')
-            and x.permute(0, 2, 3, 1).is_contiguous()
             and conv.kernel_size == (2, 2) and conv.stride == (2, 2)
             and conv.padding == (0, 0) and conv.dilation == (1, 1)
             and conv.groups == 1 and conv.padding_mode == 'zeros'
