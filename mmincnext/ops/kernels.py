@@ -174,7 +174,8 @@ def mixer_backward(grad_y, x, w_hw, w_w, w_h):
     return tuple(_extension('mixer_backward')(grad_y, x, w_hw, w_w, w_h))
 
 
-def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                scale=None):
     """The forward pass of the training MLP: :func:`fused_mlp` (without the
     residual where ``shortcut`` is None) that also returns ``fc1``'s
     outputs before GELU, for :func:`mlp_backward`.
@@ -183,20 +184,26 @@ def mlp_forward(x, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
         x, fc1_weight, fc1_bias, fc2_weight, fc2_bias (Tensor): As in
             :func:`fused_mlp`.
         shortcut (Tensor | None): ``[M, C]`` residual rows, or None.
+        scale (Tensor, optional): ``[C]``, the layer scale on ``fc2``'s
+            outputs (``shortcut + scale * fc2(...)``), multiplied into
+            ``fc2``'s weight and bias as they are packed.
 
     Returns:
         tuple[Tensor, Tensor]: ``out [M, C]`` and the pre-activations
         ``pre [M, H]``.
     """
     return tuple(_extension('mlp_forward')(x, shortcut, fc1_weight,
-                                           fc1_bias, fc2_weight, fc2_bias))
+                                           fc1_bias, fc2_weight, fc2_bias,
+                                           scale))
 
 
 def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
-                 hidden_block_bytes=None, hidden_chunk=0, hidden_lanes=None):
+                 hidden_block_bytes=None, hidden_chunk=0, hidden_lanes=None,
+                 scale=None, fc2_bias=None):
     """The gradients of :func:`mlp_forward`'s ``out`` with respect to ``x``
-    and the four weights, in one pass over row blocks (hidden units in
-    chunks whose weights and per-thread weight-gradient sums stay in L2).
+    and the four weights (and the layer scale, where given), in one pass
+    over row blocks (hidden units in chunks whose weights and per-thread
+    weight-gradient sums stay in L2).
 
     Args:
         grad_out (Tensor): ``[M, C]``, contiguous.
@@ -221,11 +228,16 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
             units), where the row lanes' per-thread weight-gradient sums
             would move more memory than the hidden lanes' per-thread
             ``grad_x`` sums.
+        scale (Tensor, optional): ``[C]``, the layer scale given to
+            :func:`mlp_forward`.
+        fc2_bias (Tensor, optional): ``[C]``, ``fc2``'s bias: needed with
+            ``scale`` (for the scale's gradient).
 
     Returns:
         tuple[Tensor, ...]: ``grad_x [M, C]``, ``grad_fc1_weight [H, C]``,
         ``grad_fc1_bias [H]``, ``grad_fc2_weight [C, H]``,
-        ``grad_fc2_bias [C]``; the residual's gradient is ``grad_out``.
+        ``grad_fc2_bias [C]``, and with ``scale`` ``grad_scale [C]``; the
+        residual's gradient is ``grad_out``.
     """
     sizes = {} if hidden_block_bytes is None else dict(
         hidden_block_bytes=hidden_block_bytes)
@@ -233,7 +245,8 @@ def mlp_backward(grad_out, x, pre, fc1_weight, fc2_weight, *,
     return tuple(_extension('mlp_backward')(grad_out, x, pre, fc1_weight,
                                             fc2_weight,
                                             hidden_chunk=hidden_chunk,
-                                            hidden_lanes=lanes, **sizes))
+                                            hidden_lanes=lanes, scale=scale,
+                                            fc2_bias=fc2_bias, **sizes))
 
 
 def fma_loop(iterations, a0=0.0, b=1.0, c=1.0):

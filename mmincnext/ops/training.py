@@ -112,26 +112,30 @@ def mixer_training(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class _FusedMlp(torch.autograd.Function):
-    """``[shortcut +] fc2(gelu(fc1(x)))`` on ``[M, C]`` rows."""
+    """``[shortcut +] [scale *] fc2(gelu(fc1(x)))`` on ``[M, C]`` rows."""
 
     @staticmethod
     def forward(ctx, x, shortcut, fc1_weight, fc1_bias, fc2_weight,
-                fc2_bias):
+                fc2_bias, scale):
         out, pre = kernels.mlp_forward(x, shortcut, fc1_weight, fc1_bias,
-                                       fc2_weight, fc2_bias)
-        ctx.save_for_backward(x, pre, fc1_weight, fc2_weight)
+                                       fc2_weight, fc2_bias, scale)
+        ctx.save_for_backward(x, pre, fc1_weight, fc2_weight, fc2_bias,
+                              scale)
         ctx.with_shortcut = shortcut is not None
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, pre, fc1_weight, fc2_weight = ctx.saved_tensors
+        x, pre, fc1_weight, fc2_weight, fc2_bias, scale = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = kernels.mlp_backward(
-            grad_out, x, pre, fc1_weight, fc2_weight)
-        return (grad_x, grad_out if ctx.with_shortcut else None, grad_w1,
-                grad_b1, grad_w2, grad_b2)
+        grads = kernels.mlp_backward(grad_out, x, pre, fc1_weight,
+                                     fc2_weight, scale=scale,
+                                     fc2_bias=fc2_bias)
+        grad_x, *grad_params = grads if scale is not None else (*grads,
+                                                                None)
+        return (grad_x, grad_out if ctx.with_shortcut else None,
+                *grad_params)
 
 
 def mlp_training_applies(
@@ -159,9 +163,10 @@ def mlp_training(block: nn.Module, x: torch.Tensor,
     """``shortcut + drop_path(gamma * fc2(gelu(fc1(x))))`` with autograd on
     the fused kernels, where :func:`mlp_training_applies`.
 
-    The layer scale is folded into ``fc2`` (``ConvMlp.fc2_params``); the
-    residual sum is fused too unless stochastic depth is active (a
-    ``drop_path`` in training mode).
+    The kernels multiply the layer scale into ``fc2``'s weight and bias as
+    they pack them, and turn ``fc2``'s gradients into those of ``fc2`` and
+    the scale in one pass over them; the residual sum is fused too unless
+    stochastic depth is active (a ``drop_path`` in training mode).
 
     Args:
         block (MetaNeXtBlock): The block (``mlp``, ``gamma``,
@@ -175,13 +180,13 @@ def mlp_training(block: nn.Module, x: torch.Tensor,
     """
     n, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # views: dense channels-last
-    fc1 = block.mlp.fc1
-    w2, b2 = block.mlp.fc2_params(block.gamma)
+    fc1, fc2 = block.mlp.fc1, block.mlp.fc2
     fused = isinstance(block.drop_path, nn.Identity) or not block.training
     out = _FusedMlp.apply(
         rows,
         shortcut.permute(0, 2, 3, 1).reshape(-1, c) if fused else None,
-        fc1.weight.flatten(1), fc1.bias, w2.flatten(1), b2)
+        fc1.weight.flatten(1), fc1.bias, fc2.weight.flatten(1), fc2.bias,
+        block.gamma)
     out = out.view(n, h, w, c).permute(0, 3, 1, 2)
     return out if fused else shortcut + block.drop_path(out)
 

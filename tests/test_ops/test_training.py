@@ -162,6 +162,50 @@ def test_mlp_kernels_equal_float64_autograd(rows, channels, hidden, chunk,
         assert rel_err(grad, ref) < 1e-5, (name, rel_err(grad, ref))
 
 
+def scaled_reference(x, shortcut, w1, b1, w2, b2, scale, grad_out):
+    """``shortcut + scale * mlp(x)`` and the gradients of x, w1, b1, w2, b2
+    and scale in float64."""
+    leaves = [t.double().requires_grad_() for t in (x, w1, b1, w2, b2, scale)]
+    x64, w1_64, b1_64, w2_64, b2_64, s64 = leaves
+    out = F.linear(F.gelu(F.linear(x64, w1_64, b1_64)), w2_64, b2_64) * s64
+    out = out + shortcut.double()
+    out.backward(grad_out.double())
+    return out.detach(), [t.grad for t in leaves]
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    'rows,channels,hidden,lanes',
+    [
+        (2000, 96, 384, None),   # stage 0 widths: lanes of row blocks
+        (61, 192, 768, True),    # whole hidden units in hidden lanes
+        (130, 384, 1536, None),  # stage 2 widths: chunks in hidden lanes
+    ])
+def test_layer_scale_in_the_kernels_equals_float64_autograd(
+        rows, channels, hidden, lanes):
+    """The layer scale given to the kernels (multiplied into fc2 as it is
+    packed, its gradient from fc2's in one pass): the output and every
+    gradient, the scale's included, equal float64 autograd of
+    ``shortcut + scale * fc2(gelu(fc1(x)))``, on either split of the
+    backward pass."""
+    x, shortcut, w1, b1, w2, b2 = random_mlp(rows, channels, hidden)
+    gen = torch.Generator().manual_seed(2)
+    scale = torch.rand(channels, generator=gen) + 0.5
+    grad_out = torch.randn(rows, channels, generator=gen)
+    out_ref, grads_ref = scaled_reference(x, shortcut, w1, b1, w2, b2, scale,
+                                          grad_out)
+    out, pre = ops.mlp_forward(x, shortcut, w1, b1, w2, b2, scale)
+    assert rel_err(out, out_ref) < 1e-5
+    grads = on_threads(2, ops.mlp_backward, grad_out, x, pre, w1, w2,
+                       hidden_lanes=lanes, scale=scale, fc2_bias=b2)
+    names = ('x', 'fc1_weight', 'fc1_bias', 'fc2_weight', 'fc2_bias',
+             'scale')
+    assert len(grads) == len(names)
+    for name, grad, ref in zip(names, grads, grads_ref):
+        assert grad.shape == ref.shape and grad.dtype == torch.float32, name
+        assert rel_err(grad, ref) < 1e-5, (name, rel_err(grad, ref))
+
+
 @needs_kernel
 @pytest.mark.parametrize(
     'rows,channels,hidden,chunk',
@@ -289,6 +333,8 @@ def test_backward_gives_the_same_bits_on_every_run():
     ('float64', 'grad_out must be a float32'),
     ('non-contiguous', 'x must be contiguous'),
     ('weight shape', 'weight shapes do not match'),
+    ('scale size', 'scale must have 32 values'),
+    ('scale without fc2_bias', 'with a scale, fc2_bias must be given'),
 ])
 def test_mlp_backward_rejects_bad_input(case, match):
     x, _, w1, b1, w2, b2 = random_mlp(8, 32, 128)
@@ -304,8 +350,13 @@ def test_mlp_backward_rejects_bad_input(case, match):
         x = torch.randn(32, 8).t()
     elif case == 'weight shape':
         w2 = w2[:16].contiguous()
+    extra = {}
+    if case == 'scale size':
+        extra = dict(scale=torch.ones(16), fc2_bias=b2)
+    elif case == 'scale without fc2_bias':
+        extra = dict(scale=torch.ones(32))
     with pytest.raises(RuntimeError, match=match):
-        ops.mlp_backward(grad_out, x, pre, w1, w2)
+        ops.mlp_backward(grad_out, x, pre, w1, w2, **extra)
 
 
 def train_step(model, x):

@@ -126,12 +126,15 @@ MMINCNEXT_SIMD_BEGIN
 // Panels of the weights for gemm_rows_any: for each of `chunks` column
 // ranges [c K, (c + 1) K) of W [N, chunks K] (row stride ldw), panels of NR
 // rows transposed, out[c][p][k][j] = W[p NR + j][c K + k] (K and NR
-// multiples of 16).
-void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out);
+// multiples of 16), times scale[p NR + j] where `scale` is given (the layer
+// scale on fc2's outputs, folded in as the weights are packed).
+void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out,
+                 const float* scale = nullptr);
 
-// The same panels from W^T [chunks K, N] (row stride ldt).
+// The same panels from W^T [chunks K, N] (row stride ldt), times
+// scale[c K + k] where given.
 void pack_panels_of_transposed(const float* wt, int64_t ldt, int64_t N, int64_t K, int64_t chunks, int64_t NR,
-                               float* out);
+                               float* out, const float* scale = nullptr);
 
 MMINCNEXT_SIMD_END
 
@@ -162,7 +165,7 @@ constexpr int64_t kBackwardBlockBytes = 512 * 1024;
 // Hc columns of fc2 [C, H] for each chunk in turn; nr1 and nr2 are their
 // panel widths (the register tiles of outputs Hc and C wide).
 struct Mlp {
-  torch::Tensor w1, w2;
+  torch::Tensor w1, w2, b2_scaled;  // b2_scaled: fc2's bias times the scale, where one is given
   const float *b1, *b2;
   int64_t C, H, Hc, nr1, nr2;
 };
@@ -171,10 +174,13 @@ struct Mlp {
 // hidden chunks of hidden_chunk units (0: chosen by the weights' size).
 // Where `transposed`, the two weights are given as their transposes, fc1's
 // as [C, H] and fc2's as [H, C] (the backward pass's GEMMs, whose weights
-// are the forward's fc2 and fc1).
+// are the forward's fc2 and fc1). `scale` (C floats, or null) is the layer
+// scale on the forward fc2's outputs, multiplied into the packed panels:
+// into fc2's rows and bias, or, where `transposed`, into the rows of the
+// [C, H] fc1_weight (the forward's fc2).
 Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
              const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
-             const char* op, bool transposed = false);
+             const char* op, bool transposed = false, const float* scale = nullptr);
 
 // Row blocks of M rows for the threads: {rows per block, blocks}, rows a
 // multiple of `tile` (the GEMMs' tile rows) near target_rows, and blocks a
@@ -304,12 +310,15 @@ std::vector<torch::Tensor> mixer_backward(const torch::Tensor& grad_y, const tor
                                           const torch::Tensor& w_h);
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias);
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias,
+                                       const c10::optional<torch::Tensor>& scale);
 
 std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const torch::Tensor& x,
                                         const torch::Tensor& pre, const torch::Tensor& fc1_weight,
                                         const torch::Tensor& fc2_weight, int64_t hidden_block_bytes,
-                                        int64_t hidden_chunk, int64_t hidden_lanes);
+                                        int64_t hidden_chunk, int64_t hidden_lanes,
+                                        const c10::optional<torch::Tensor>& scale,
+                                        const c10::optional<torch::Tensor>& fc2_bias);
 
 torch::Tensor fma_loop(int64_t iterations, double a0, double b, double c);
 

@@ -37,7 +37,7 @@ int64_t auto_hidden_chunk(int64_t C, int64_t H) {
 
 Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
              const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias, int64_t hidden_chunk,
-             const char* op, bool transposed) {
+             const char* op, bool transposed, const float* scale) {
   for (const auto* t : {&fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias}) check_contiguous(*t, op, "an MLP weight");
   TORCH_CHECK(fc1_weight.dim() == 2, op, ": weight shapes do not match x");
   const int64_t H = fc1_weight.size(transposed ? 1 : 0);
@@ -51,14 +51,18 @@ Mlp make_mlp(int64_t C, const torch::Tensor& fc1_weight, const torch::Tensor& fc
   TORCH_CHECK(Hc > 0 && Hc % 16 == 0 && H % Hc == 0, op, ": hidden_chunk must be 0 or a multiple of 16 that divides ",
               H, ", got ", hidden_chunk);
   Mlp mlp{torch::empty({H * C}, fc1_weight.options()), torch::empty({C * H}, fc2_weight.options()),
-          fc1_bias.data_ptr<float>(), fc2_bias.data_ptr<float>(), C, H, Hc, 16 * panel_vectors(Hc),
-          16 * panel_vectors(C)};
+          torch::Tensor(), fc1_bias.data_ptr<float>(), fc2_bias.data_ptr<float>(), C, H, Hc,
+          16 * panel_vectors(Hc), 16 * panel_vectors(C)};
   if (transposed) {
-    pack_panels_of_transposed(fc1_weight.data_ptr<float>(), H, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>());
+    pack_panels_of_transposed(fc1_weight.data_ptr<float>(), H, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>(), scale);
     pack_panels_of_transposed(fc2_weight.data_ptr<float>(), C, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>());
   } else {
     pack_panels(fc1_weight.data_ptr<float>(), C, H, C, 1, mlp.nr1, mlp.w1.data_ptr<float>());
-    pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>());
+    pack_panels(fc2_weight.data_ptr<float>(), H, C, Hc, H / Hc, mlp.nr2, mlp.w2.data_ptr<float>(), scale);
+    if (scale != nullptr) {
+      mlp.b2_scaled = fc2_bias * torch::from_blob(const_cast<float*>(scale), {C}, fc2_bias.options());
+      mlp.b2 = mlp.b2_scaled.data_ptr<float>();
+    }
   }
   return mlp;
 }

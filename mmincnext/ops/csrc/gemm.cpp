@@ -222,33 +222,44 @@ MMINCNEXT_SIMD_BEGIN
 
 // Each panel holds one contiguous row of NR columns of W^T per k, what the
 // micro-kernel reads. One pass, in parallel, in 16 x 16 blocks transposed in
-// registers.
-void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out) {
+// registers (each of W's rows times its scale on the way, where given).
+void pack_panels(const float* w, int64_t ldw, int64_t N, int64_t K, int64_t chunks, int64_t NR, float* out,
+                 const float* scale) {
   const int64_t panels = N / NR;
   parallel_dynamic(chunks * panels, [&](int64_t t) {
     const int64_t c = t / panels, p = t % panels;
     float* dst = out + (c * panels + p) * K * NR;
     for (int64_t j = 0; j < NR; j += 16) {
       const float* src = w + (p * NR + j) * ldw + c * K;
+      const vec16 s = scale != nullptr ? v_load(scale + p * NR + j) : v_set1(1.f);
       for (int64_t k = 0; k < K; k += 16) {
         vec16 r[16];
         for (int i = 0; i < 16; ++i) r[i] = v_load(src + i * ldw + k);
         v_transpose16(r);
-        for (int i = 0; i < 16; ++i) v_store(dst + (k + i) * NR + j, r[i]);
+        for (int i = 0; i < 16; ++i) v_store(dst + (k + i) * NR + j, scale != nullptr ? v_mul(r[i], s) : r[i]);
       }
     }
   });
 }
 
 // The same panels from W^T [chunks K, N] (row stride ldt): out[c][p][k] is
-// row c K + k of W^T from column p NR on, a copy.
+// row c K + k of W^T from column p NR on, a copy (times scale[c K + k],
+// where given).
 void pack_panels_of_transposed(const float* wt, int64_t ldt, int64_t N, int64_t K, int64_t chunks, int64_t NR,
-                               float* out) {
+                               float* out, const float* scale) {
   const int64_t panels = N / NR;
   parallel_dynamic(chunks * panels, [&](int64_t t) {
     const int64_t c = t / panels, p = t % panels;
     float* dst = out + (c * panels + p) * K * NR;
-    for (int64_t k = 0; k < K; ++k) std::memcpy(dst + k * NR, wt + (c * K + k) * ldt + p * NR, NR * sizeof(float));
+    for (int64_t k = 0; k < K; ++k) {
+      const float* src = wt + (c * K + k) * ldt + p * NR;
+      if (scale == nullptr) {
+        std::memcpy(dst + k * NR, src, NR * sizeof(float));
+      } else {
+        const vec16 s = v_set1(scale[c * K + k]);
+        for (int64_t j = 0; j < NR; j += 16) v_store(dst + k * NR + j, v_mul(v_load(src + j), s));
+      }
+    }
   });
 }
 

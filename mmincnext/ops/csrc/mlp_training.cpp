@@ -3,7 +3,10 @@
 //     out = [shortcut +] fc2(gelu(pre)),  pre = fc1(x),
 //
 // x, shortcut and out row-major [M, C] (the channels-last view), fc1 [H, C],
-// fc2 [C, H] (with the layer scale folded in). oneDNN and MKL run each of
+// fc2 [C, H], and the layer scale s [C] on fc2's outputs where given (fc2
+// and its bias times s, multiplied in as the weights are packed; the
+// backward pass turns fc2's gradients into those of fc2, its bias and s in
+// one pass over them: fold_scale_gradients). oneDNN and MKL run each of
 // the six GEMMs of the forward and backward pass alone, with GELU and its
 // derivative as passes of their own, so every [M, H] tensor makes round
 // trips through memory, and at C = 96 or 192 their kernels run far below
@@ -48,6 +51,14 @@ void check_rows(const torch::Tensor& t, int64_t M, int64_t width, const char* na
               width, "], got ", t.sizes());
 }
 
+// The layer scale's floats (C of them), or null where none is given.
+const float* scale_of(const c10::optional<torch::Tensor>& scale, int64_t C, const char* op) {
+  if (!scale) return nullptr;
+  check_contiguous(*scale, op, "scale");
+  TORCH_CHECK(scale->numel() == C, op, ": scale must have ", C, " values (one per channel), got ", scale->numel());
+  return scale->data_ptr<float>();
+}
+
 MMINCNEXT_SIMD_BEGIN
 
 // sum[j] (+)= the sum over the m rows of a[i, j] (added where `add`), n
@@ -58,6 +69,26 @@ void column_sums(int64_t m, int64_t n, const float* a, int64_t lda, float* sum, 
     for (int64_t i = 0; i < m; ++i) s = v_add(s, v_load(a + i * lda + j));
     v_store(sum + j, s);
   }
+}
+
+// From the gradients of the scaled fc2 (s w2 [C, H], s b2), in place, those
+// of w2 and b2 (times s), and s's: grad_s[c] = sum_h g_w2[c, h] w2[c, h] +
+// g_b2[c] b2[c], taken before the products. H a multiple of 16.
+void fold_scale_gradients(int64_t C, int64_t H, const float* w2, const float* b2, const float* scale, float* g_w2,
+                          float* g_b2, float* g_scale) {
+  at::parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const vec16 s = v_set1(scale[c]);
+      vec16 sum = v_zero();
+      for (int64_t h = 0; h < H; h += 16) {
+        const vec16 g = v_load(g_w2 + c * H + h);
+        sum = v_fmadd(g, v_load(w2 + c * H + h), sum);
+        v_store(g_w2 + c * H + h, v_mul(g, s));
+      }
+      g_scale[c] = v_sum(sum) + g_b2[c] * b2[c];
+      g_b2[c] *= scale[c];
+    }
+  });
 }
 
 MMINCNEXT_SIMD_END
@@ -97,7 +128,8 @@ MMINCNEXT_SIMD_END
 
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
-                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias) {
+                                       const torch::Tensor& fc2_weight, const torch::Tensor& fc2_bias,
+                                       const c10::optional<torch::Tensor>& scale) {
   TORCH_CHECK(cpu_supported(), "mlp_forward needs a CPU with " MMINCNEXT_ISA_NAME);
   check_contiguous(x, "mlp_forward", "x");
   TORCH_CHECK(x.dim() == 2, "mlp_forward: x must be [M, C], got ", x.dim(), " dims");
@@ -106,7 +138,8 @@ std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::option
     TORCH_CHECK(shortcut->sizes() == x.sizes(), "mlp_forward: shortcut must be [M, C] like x");
   }
   at::NoGradGuard no_grad;
-  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, 0, "mlp_forward");
+  const Mlp mlp = make_mlp(x.size(1), fc1_weight, fc1_bias, fc2_weight, fc2_bias, 0, "mlp_forward", false,
+                           scale_of(scale, x.size(1), "mlp_forward"));
   const int64_t M = x.size(0), C = mlp.C;
   torch::Tensor out = torch::empty_like(x), pre = torch::empty({M, mlp.H}, x.options());
   const float* X = x.data_ptr<float>();
@@ -255,7 +288,9 @@ std::vector<torch::Tensor> backward_hidden_lanes(const Backward& b, int64_t hidd
 std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const torch::Tensor& x,
                                         const torch::Tensor& pre, const torch::Tensor& fc1_weight,
                                         const torch::Tensor& fc2_weight, int64_t hidden_block_bytes,
-                                        int64_t hidden_chunk, int64_t hidden_lanes) {
+                                        int64_t hidden_chunk, int64_t hidden_lanes,
+                                        const c10::optional<torch::Tensor>& scale,
+                                        const c10::optional<torch::Tensor>& fc2_bias) {
   TORCH_CHECK(cpu_supported(), "mlp_backward needs a CPU with " MMINCNEXT_ISA_NAME);
   TORCH_CHECK(hidden_block_bytes > 0, "mlp_backward: hidden_block_bytes must be positive");
   TORCH_CHECK(hidden_lanes >= -1 && hidden_lanes <= 1,
@@ -266,6 +301,10 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   const int64_t M = x.size(0), C = x.size(1), H = fc1_weight.size(0);
   check_rows(grad_out, M, C, "grad_out");
   check_rows(pre, M, H, "pre");
+  const float* s = scale_of(scale, C, "mlp_backward");
+  TORCH_CHECK(!scale || (fc2_bias && fc2_bias->numel() == C), "mlp_backward: with a scale, fc2_bias must be given (",
+              C, " values)");
+  if (s != nullptr) check_contiguous(*fc2_bias, "mlp_backward", "fc2_bias");
   at::NoGradGuard no_grad;
   // d_pre = grad_out @ fc2 and grad_x = d_pre @ fc1 are the forward GEMMs
   // with fc2^T and fc1^T as weights: packed alike from fc2 and fc1, in
@@ -273,7 +312,7 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
   const torch::Tensor zeros_h = torch::zeros({H}, x.options()), zeros_c = torch::zeros({C}, x.options());
   const Mlp mlp = make_mlp(C, fc2_weight, zeros_h, fc1_weight, zeros_c,
                            hidden_chunk == 0 ? backward_hidden_chunk(C, H) : hidden_chunk,
-                           "mlp_backward", true);
+                           "mlp_backward", true, s);
   const Backward b{M,
                    C,
                    H,
@@ -286,16 +325,26 @@ std::vector<torch::Tensor> mlp_backward(const torch::Tensor& grad_out, const tor
                    mlp.w1.data_ptr<float>(),
                    mlp.w2.data_ptr<float>()};
   torch::Tensor grad_x = torch::empty_like(x);
-  if (M == 0)
-    return {grad_x, torch::zeros({H, C}, x.options()), torch::zeros({H}, x.options()),
-            torch::zeros({C, H}, x.options()), torch::zeros({C}, x.options())};
-  // Lanes of rows each sum all the weight gradients, as large as the
-  // weights: where those are too large for L2 (what chunks the hidden
-  // units), every row block takes them through memory, and the hidden lanes,
-  // each with its chunks' share, move less; so also where M < H.
-  const bool by_hidden = hidden_lanes == -1 ? M < H || !whole_hidden(C, H) : hidden_lanes == 1;
-  return by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, grad_x)
-                   : backward_row_lanes(b, hidden_block_bytes, grad_x);
+  std::vector<torch::Tensor> grads;
+  if (M == 0) {
+    grads = {grad_x, torch::zeros({H, C}, x.options()), torch::zeros({H}, x.options()),
+             torch::zeros({C, H}, x.options()), torch::zeros({C}, x.options())};
+  } else {
+    // Lanes of rows each sum all the weight gradients, as large as the
+    // weights: where those are too large for L2 (what chunks the hidden
+    // units), every row block takes them through memory, and the hidden
+    // lanes, each with its chunks' share, move less; so also where M < H.
+    const bool by_hidden = hidden_lanes == -1 ? M < H || !whole_hidden(C, H) : hidden_lanes == 1;
+    grads = by_hidden ? backward_hidden_lanes(b, hidden_block_bytes, grad_x)
+                      : backward_row_lanes(b, hidden_block_bytes, grad_x);
+  }
+  if (s != nullptr) {  // the sums were of the scaled fc2's gradients
+    torch::Tensor grad_scale = torch::empty({C}, x.options());
+    fold_scale_gradients(C, H, fc2_weight.data_ptr<float>(), fc2_bias->data_ptr<float>(), s,
+                         grads[3].data_ptr<float>(), grads[4].data_ptr<float>(), grad_scale.data_ptr<float>());
+    grads.push_back(grad_scale);
+  }
+  return grads;
 }
 
 }  // namespace mmincnext

@@ -32,14 +32,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "[grad_x, grad_w_hw, grad_b_hw, grad_w_w, grad_b_w, grad_w_h, grad_b_h] of inception_mixer without affine",
         py::arg("grad_y"), py::arg("x"), py::arg("w_hw"), py::arg("w_w"), py::arg("w_h"));
   m.def("mlp_forward", &mlp_forward,
-        "[out, pre]: out = [shortcut +] fc2(gelu(pre)), pre = fc1(x), for row-major [M, C] float32 CPU x",
+        "[out, pre]: out = [shortcut +] [scale *] fc2(gelu(pre)), pre = fc1(x), for row-major [M, C] float32 CPU x",
         py::arg("x"), py::arg("shortcut"), py::arg("fc1_weight"), py::arg("fc1_bias"), py::arg("fc2_weight"),
-        py::arg("fc2_bias"));
+        py::arg("fc2_bias"), py::arg("scale") = py::none());
   m.def("mlp_backward", &mlp_backward,
-        "[grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias] of mlp_forward's out",
+        "[grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias(, grad_scale)] of mlp_forward's out",
         py::arg("grad_out"), py::arg("x"), py::arg("pre"), py::arg("fc1_weight"), py::arg("fc2_weight"),
         py::arg("hidden_block_bytes") = kBackwardBlockBytes, py::arg("hidden_chunk") = 0,
-        py::arg("hidden_lanes") = -1);
+        py::arg("hidden_lanes") = -1, py::arg("scale") = py::none(), py::arg("fc2_bias") = py::none());
   m.def("fma_loop", &fma_loop,
         "[threads, chains * floats]: per thread, register-wide chains a = a * b + c, iterations times, from a0",
         py::arg("iterations"), py::arg("a0"), py::arg("b"), py::arg("c"));

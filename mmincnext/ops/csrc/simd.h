@@ -54,6 +54,7 @@ inline vec16 v_min(vec16 a, vec16 b) { return _mm512_min_ps(a, b); }  // b where
 inline vec16 v_max(vec16 a, vec16 b) { return _mm512_max_ps(a, b); }  // likewise
 inline vec16 v_abs(vec16 a) { return _mm512_abs_ps(a); }
 inline vec16 v_round(vec16 a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline float v_sum(vec16 a) { return _mm512_reduce_add_ps(a); }  // the 16 lanes' sum
 // p 2^n for integral n in [-126, 127]
 inline vec16 v_scale2(vec16 p, vec16 n) { return _mm512_scalef_ps(p, n); }
 // table[k] per lane, k the low 4 bits of the lane's float bits
@@ -148,6 +149,12 @@ inline vec16 v_abs(vec16 a) {
 inline vec16 v_round(vec16 a) {
   constexpr int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   return {_mm256_round_ps(a.lo, mode), _mm256_round_ps(a.hi, mode)};
+}
+inline float v_sum(vec16 a) {
+  const __m256 s8 = _mm256_add_ps(a.lo, a.hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
 }
 // p 2^n for integral n in [-126, 127]: 2^n is a normal float, and the
 // product rounds as vscalefps does
