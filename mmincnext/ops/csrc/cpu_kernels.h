@@ -80,12 +80,17 @@ inline torch::Tensor empty_channels_last(const torch::Tensor& x) {
 // GEMM (gemm.cpp).
 
 // What the GEMM kernels do to a @ b before the store: gelu(. + bias);
-// . + bias + r (the residual); . + r (r = c: accumulate into the output);
-// . + bias; . * gelu'(r) with gelu(r) stored into g as well (the backward
-// pass's d_pre from r = pre: the GELU evaluated where its input is loaded,
-// with no pass of its own); nothing.
-enum Epilogue { kBiasGelu, kBiasResidual, kAdd, kBias, kGeluGrad, kStore };
-constexpr bool has_bias(Epilogue e) { return e == kBiasGelu || e == kBiasResidual || e == kBias; }
+// the same with . + bias stored into g as well (the training forward pass's
+// pre-activations, kept for the backward pass: by streaming stores, g
+// 64-byte aligned, read back there only); . + bias + r (the residual); . + r
+// (r = c: accumulate into the output); . + bias; . * gelu'(r) with gelu(r)
+// stored into g as well (the backward pass's d_pre from r = pre: the GELU
+// evaluated where its input is loaded, with no pass of its own); nothing.
+enum Epilogue { kBiasGelu, kBiasGeluKeep, kBiasResidual, kAdd, kBias, kGeluGrad, kStore };
+constexpr bool has_bias(Epilogue e) {
+  return e == kBiasGelu || e == kBiasGeluKeep || e == kBiasResidual || e == kBias;
+}
+constexpr bool writes_g(Epilogue e) { return e == kBiasGeluKeep || e == kGeluGrad; }
 constexpr bool reads_r(Epilogue e) { return e == kBiasResidual || e == kAdd || e == kGeluGrad; }
 
 // Register blocking by the width of the output: NV vectors of 16 columns
@@ -195,16 +200,6 @@ inline std::pair<int64_t, int64_t> row_blocks(int64_t M, int64_t tile, int64_t t
   return {rows, (M + rows - 1) / rows};
 }
 
-MMINCNEXT_SIMD_BEGIN
-
-// x[i, j] -> keep[i, j], then x[i, j] = gelu(x[i, j]), for m rows of n
-// columns (a multiple of 16), x with row stride n, keep (64-byte aligned)
-// with row stride ldk and written by streaming stores: it is read back in
-// the backward pass only (mlp_training.cpp).
-void gelu_rows_keep(int64_t m, int64_t n, float* x, float* keep, int64_t ldk);
-
-MMINCNEXT_SIMD_END
-
 // out[M, C] = shortcut + fc2(gelu(fc1(a))) over row blocks whose hidden
 // activations (one chunk of Hc units at a time) take about
 // hidden_block_bytes, as many blocks for each thread. Per chunk: fc1's Hc
@@ -236,14 +231,12 @@ void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, co
           // each call prefetches the other's first panel (fc1's: chunk
           // j + Hc, or chunk 0 for the next row block)
           const float* next_w1 = W1 + (j + Hc < H ? j + Hc : 0) * C;
-          if (keep == nullptr) {
+          if (keep == nullptr)
             gemm_rows_any<kBiasGelu>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
                                      W2 + j * C, Hc * mlp.nr2);
-          } else {  // the pre-activations, then GELU in place and a copy to `keep`
-            gemm_rows_any<kBias>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
-                                 W2 + j * C, Hc * mlp.nr2);
-            gelu_rows_keep(m, Hc, s.hidden.get(), keep + r0 * H + j, H);
-          }
+          else  // and the pre-activations into `keep`
+            gemm_rows_any<kBiasGeluKeep>(m, a, C, W1 + j * C, C, Hc, mlp.b1 + j, nullptr, 0, s.hidden.get(), Hc,
+                                         W2 + j * C, Hc * mlp.nr2, keep + r0 * H + j, H);
           if (j == 0 && shortcut == nullptr)
             gemm_rows_any<kBias>(m, s.hidden.get(), Hc, W2, Hc, C, mlp.b2, nullptr, 0, o, C, next_w1, C * mlp.nr1);
           else if (j == 0)
@@ -252,6 +245,7 @@ void mlp_blocks(const Mlp& mlp, int64_t M, Input input, int64_t buffer_width, co
           else
             gemm_rows_any<kAdd>(m, s.hidden.get(), Hc, W2 + j * C, Hc, C, nullptr, o, C, o, C, next_w1, C * mlp.nr1);
         }
+        if (keep != nullptr) _mm_sfence();  // the streaming stores, before another thread reads `keep`
       });
 }
 

@@ -47,6 +47,9 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b,
       vec16 y = has_bias(EPI) ? v_add(sum, bb) : sum;
       if (EPI == kBiasGelu) {
         y = gelu16(y);
+      } else if (EPI == kBiasGeluKeep) {
+        v_stream(g + i * ldg + 16 * v, y);
+        y = gelu16(y);
       } else if (EPI == kGeluGrad) {
         vec16 gelu, grad;
         gelu_and_grad(v_load(r + i * ldr + 16 * v), gelu, grad);
@@ -68,7 +71,7 @@ void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
                        int64_t ldr, float* c, int64_t ldc, float* g, int64_t ldg) {
   constexpr int NR = 16 * NV;
   std::unique_ptr<float[]> a_pad(new float[MR * K]());
-  float r_pad[MR * NR] = {0}, c_pad[MR * NR], g_pad[MR * NR];
+  alignas(64) float r_pad[MR * NR] = {0}, c_pad[MR * NR], g_pad[MR * NR];  // g_pad: streaming stores
   for (int64_t i = 0; i < m; ++i) {
     std::memcpy(a_pad.get() + i * K, a + i * lda, K * sizeof(float));
     if (reads_r(EPI))
@@ -77,7 +80,7 @@ void micro_kernel_tail(int64_t m, const float* a, int64_t lda, const float* b,
   micro_kernel<MR, NV, EPI>(a_pad.get(), K, b, K, bias, r_pad, NR, c_pad, NR, nullptr, 0, g_pad, NR);
   for (int64_t i = 0; i < m; ++i) {
     std::memcpy(c + i * ldc, c_pad + i * NR, NR * sizeof(float));
-    if (EPI == kGeluGrad) std::memcpy(g + i * ldg, g_pad + i * NR, NR * sizeof(float));
+    if (writes_g(EPI)) std::memcpy(g + i * ldg, g_pad + i * NR, NR * sizeof(float));
   }
 }
 
@@ -143,6 +146,7 @@ void gemm_rows_any(int64_t m, const float* a, int64_t lda, const float* packed,
   template void gemm_rows_any<EPI>(int64_t, const float*, int64_t, const float*, int64_t, int64_t, const float*, \
                                    const float*, int64_t, float*, int64_t, const float*, int64_t, float*, int64_t);
 MMINCNEXT_GEMM_ROWS(kBiasGelu)
+MMINCNEXT_GEMM_ROWS(kBiasGeluKeep)
 MMINCNEXT_GEMM_ROWS(kBiasResidual)
 MMINCNEXT_GEMM_ROWS(kAdd)
 MMINCNEXT_GEMM_ROWS(kBias)

@@ -13,10 +13,10 @@
 // their large-GEMM rate (docs/speed.md has the measurements).
 //
 // mlp_forward is fused_mlp's row-block pass (mlp_blocks) that also writes
-// `pre` for the backward pass. mlp_backward takes row blocks (of
-// kBackwardBlockBytes of hidden gradients per chunk, at most
-// kBackwardMaxRows rows) and, per block and, within it, per chunk of hidden
-// units, computes
+// `pre` for the backward pass (from fc1's epilogue, beside GELU).
+// mlp_backward takes row blocks (of kBackwardBlockBytes of hidden gradients
+// per chunk, at most kBackwardMaxRows rows) and, per block and, within it,
+// per chunk of hidden units, computes
 //
 //     d_pre = (grad_out @ fc2) * gelu'(pre), and gelu(pre)
 //                                        (GEMM; its epilogue loads `pre`,
@@ -111,20 +111,6 @@ int64_t backward_hidden_chunk(int64_t C, int64_t H) {
 }
 
 }  // namespace
-
-MMINCNEXT_SIMD_BEGIN
-
-void gelu_rows_keep(int64_t m, int64_t n, float* x, float* keep, int64_t ldk) {
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; j += 16) {
-      const vec16 v = v_load(x + i * n + j);
-      v_stream(keep + i * ldk + j, v);
-      v_store(x + i * n + j, gelu16(v));
-    }
-  _mm_sfence();
-}
-
-MMINCNEXT_SIMD_END
 
 std::vector<torch::Tensor> mlp_forward(const torch::Tensor& x, const c10::optional<torch::Tensor>& shortcut,
                                        const torch::Tensor& fc1_weight, const torch::Tensor& fc1_bias,
