@@ -85,14 +85,22 @@ def test_exported_map_equals_pytorch(trained, fp32_test, tmp_path):
     # is with the paths the machine measured faster (docs/speed.md)
     assert torch_map > 0.05, torch_map
 
+    # the network's own outputs (the neck's maps) against ONNX Runtime's on
+    # a random input: the detector's outputs after NMS are not compared
+    # position by position (on noise most scores nearly tie, and float32
+    # rounding can swap two of them, or a candidate at the top-k cut); the
+    # whole detector is compared by its mAP below
+    log = run([sys.executable, 'tools/deployment/export_onnx.py',
+               trained['config'], trained['checkpoint'], '--out',
+               str(tmp_path / 'neck.onnx'), '--part', 'neck', '--verify'])
+    diffs = re.findall(r'verify \w+: max \|PyTorch - ONNX Runtime\| = '
+                       r'([0-9.e+-]+)', log)
+    assert diffs and all(float(d) < 1e-2 for d in diffs), diffs
     onnx_file = str(tmp_path / 'retinanet.onnx')
     log = run([sys.executable, 'tools/deployment/export_onnx.py',
                trained['config'], trained['checkpoint'], '--out',
-               onnx_file, '--verify'])
+               onnx_file])
     assert 'dynamic (multiples of 32)' in log
-    for line in re.findall(r'verify \w+: max \|PyTorch - ONNX Runtime\| = '
-                           r'([0-9.e+-]+)', log):
-        assert float(line) < 1e-2
 
     import openvino
     ov_bf16 = 'BF16' in openvino.Core().get_property(

@@ -54,7 +54,9 @@ def parse_args(argv=None):
     p.add_argument('--opset', type=int, default=18)
     p.add_argument('--verify', action='store_true',
                    help='run the file in ONNX Runtime on a random batch and '
-                   'compare with PyTorch')
+                   'compare with PyTorch (the detector\'s rows after NMS '
+                   'can differ where float32 rounding swaps near-equal '
+                   'scores; --part neck or backbone compares the maps)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
