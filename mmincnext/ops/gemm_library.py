@@ -97,6 +97,18 @@ def _memory_setting(freed_memory_kept: bool) -> str:
     return 'freed memory kept' if freed_memory_kept else 'glibc defaults'
 
 
+def _kept_training_path(threads: int, what: str, freed_memory_kept: bool,
+                        options: tuple, measure, suffix: str = '') -> str:
+    """The kept choice of a training path, or ``measure(library)`` on this
+    machine's :func:`gemm_library`, kept under ``'<machine> | <what> |
+    <library> | <allocator setting><suffix>'``."""
+    library = gemm_library()  # before _kept takes the file's lock
+    return _kept(
+        f'{_machine_key(threads)} | {what} | {library} | '
+        f'{_memory_setting(freed_memory_kept)}{suffix}', options,
+        lambda: measure(library))
+
+
 def _measured() -> str:
     """Times the forward and backward GEMMs of both paths, called directly
     without autograd, so that the measurement records nothing in the
@@ -297,13 +309,11 @@ def _mlp_chosen(threads: int, channels: int, hidden: int,
     the faster path can differ between the two settings) and the build of
     the kernels (a rebuilt extension is measured again)."""
     from .kernels import kernels_build
-    library = gemm_library()  # before _kept takes the file's lock
-    return _kept(
-        f'{_machine_key(threads)} | training MLP {channels}x{hidden} | '
-        f'{library} | {_memory_setting(freed_memory_kept)} | '
-        f'kernels {kernels_build()}',
+    return _kept_training_path(
+        threads, f'training MLP {channels}x{hidden}', freed_memory_kept,
         TRAINING_MLP_PATHS,
-        lambda: _measured_mlp(channels, hidden, library))
+        lambda library: _measured_mlp(channels, hidden, library),
+        suffix=f' | kernels {kernels_build()}')
 
 
 def training_mlp_path(channels: int, hidden: int) -> str:
@@ -394,14 +404,12 @@ def _downsample_chosen(threads: int, in_channels: int, out_channels: int,
     """The machine's training downsample path at this width and size class,
     kept or measured; the key names the allocator setting (the patch copies
     are temporaries, faulted in afresh with glibc's defaults)."""
-    library = gemm_library()  # before _kept takes the file's lock
-    return _kept(
-        f'{_machine_key(threads)} | training downsample '
-        f'{in_channels}x{out_channels} | {size_class} output pixels | '
-        f'{library} | {_memory_setting(freed_memory_kept)}',
+    return _kept_training_path(
+        threads, f'training downsample {in_channels}x{out_channels} | '
+        f'{size_class} output pixels', freed_memory_kept,
         TRAINING_DOWNSAMPLE_PATHS,
-        lambda: _measured_downsample(in_channels, out_channels, library,
-                                     size_class))
+        lambda library: _measured_downsample(in_channels, out_channels,
+                                             library, size_class))
 
 
 def training_downsample_path(in_channels: int, out_channels: int,
