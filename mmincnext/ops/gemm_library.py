@@ -152,14 +152,28 @@ def choices_file() -> str:
     return os.path.join(root, 'gemm_library.json')
 
 
-def _machine_key(threads: int) -> str:
+def _machine_key(threads: int, cpuinfo: str = '/proc/cpuinfo') -> str:
+    """The CPU, thread count and torch version that a choice holds for.
+
+    The CPU is its model name with its family and model numbers where
+    ``cpuinfo`` gives them: a VM may name different CPUs alike (``AMD
+    EPYC`` for a Zen 4 and a Zen 5, whose kernels and libraries differ in
+    speed), and a cache directory may be shared by the nodes of a cluster.
+    """
     model = platform.processor() or platform.machine()
+    fields = {}
     try:
-        with open('/proc/cpuinfo') as f:
-            model = next((line.split(':', 1)[1].strip() for line in f
-                          if line.startswith('model name')), model)
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's entry
+                key, _, value = line.partition(':')
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    model = fields.get('model name', model)
+    if 'cpu family' in fields and 'model' in fields:
+        model += f' (family {fields["cpu family"]}, model {fields["model"]})'
     return f'{model} | {threads} threads | torch {torch.__version__}'
 
 

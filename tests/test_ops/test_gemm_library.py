@@ -92,6 +92,40 @@ def test_choice_measured_for_the_process_where_it_cannot_be_kept(
     assert blocker.read_text() == ''
 
 
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: AMD EPYC
+flags\t\t: fpu avx512f
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 99
+model\t\t: 99
+model name\t: Other
+"""
+
+
+def test_machine_key_tells_cpus_of_the_same_name_apart(tmp_path):
+    """Two CPUs a VM names alike (a Zen 4 and a Zen 5 as ``AMD EPYC``)
+    keep their choices apart by family and model (the first processor's
+    entry); without those fields the key is the name alone."""
+    module = importlib.import_module('mmincnext.ops.gemm_library')
+    keys = []
+    for family, model in ((25, 17), (26, 2)):
+        path = tmp_path / f'cpuinfo_{family}'
+        path.write_text(CPUINFO.format(family=family, model=model))
+        keys.append(module._machine_key(2, cpuinfo=str(path)))
+    assert keys[0] == ('AMD EPYC (family 25, model 17) | 2 threads | '
+                       f'torch {torch.__version__}')
+    assert keys[1].startswith('AMD EPYC (family 26, model 2) | 2 threads')
+    bare = tmp_path / 'cpuinfo_bare'
+    bare.write_text('model name\t: ARMv8 Processor\n')
+    assert module._machine_key(1, cpuinfo=str(bare)) == (
+        f'ARMv8 Processor | 1 threads | torch {torch.__version__}')
+
+
 def train_step(model, x):
     model.zero_grad(set_to_none=True)
     outs = model(x)
